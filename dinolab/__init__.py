@@ -1,0 +1,33 @@
+"""dinolab: DINO, DINOv2 and DINOv3 self-supervised vision in one small library.
+
+The public entry points are imported lazily so that ``import dinolab`` is cheap:
+
+- :func:`create_model`, :func:`load_model`, :func:`save_model` (models and weights)
+- :func:`embed` (images to embeddings)
+- :func:`train`, :class:`Trainer` (pretraining and distillation)
+- :mod:`dinolab.losses`, :mod:`dinolab.eval`, :mod:`dinolab.curate`
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "create_model": "dinolab.models",
+    "load_model": "dinolab.models.weights",
+    "save_model": "dinolab.models.weights",
+    "embed": "dinolab.eval.features",
+    "train": "dinolab.train.trainer",
+    "Trainer": "dinolab.train.trainer",
+}
+
+__all__ = list(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dinolab' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``dinolab`` command line, one module each (see :mod:`dinolab.cli`)."""

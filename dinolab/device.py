@@ -1,0 +1,69 @@
+"""Device and precision choices.
+
+``device="auto"`` picks CUDA, then MPS, then CPU. ``precision="auto"`` picks the
+fastest safe choice for that device: bf16 autocast on CPUs (recent x86 CPUs
+multiply bf16 about 3x faster than fp32) and on GPUs that support it, fp32
+elsewhere. fp16 is available on request and is paired with a gradient scaler
+in training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+from .errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"``/``"cpu"``/``"cuda[:i]"``/``"mps"`` into a ``torch.device``, checking availability."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} was asked for but CUDA is not available; use device=cpu or device=auto")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device={device!r} was asked for but MPS is not available; use device=cpu or device=auto")
+    return dev
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Return one of ``fp32``, ``bf16``, ``fp16`` for ``device``."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        if precision == "fp16" and device.type == "cpu":
+            raise ConfigError("precision=fp16 is not supported on CPU; use bf16 (fast on CPU) or fp32")
+        return precision
+    if device.type == "cpu":
+        return "bf16"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(precision: str) -> torch.dtype:
+    return _DTYPES[precision]
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: str) -> Iterator[None]:
+    """Autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
+    if precision == "fp32":
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=_DTYPES[precision]):
+        yield

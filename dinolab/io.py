@@ -1,0 +1,83 @@
+"""Safe file output: atomic writes and refusal to overwrite.
+
+Every file dinolab writes goes through :func:`atomic_write` (temporary file in
+the same folder, fsync, rename), so a crash or a full disk never leaves a
+half-written file in place of a good one. Commands that write user-visible
+outputs call :func:`check_writable` first, so nothing the user already has is
+overwritten without ``--force``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import DinolabError
+
+
+def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
+    """Return ``path`` as a Path, refusing an existing file unless ``force``."""
+    p = Path(path)
+    if p.exists() and not force:
+        raise DinolabError(f"{p} already exists; choose another output path or pass --force to overwrite it")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
+    """Open a temporary file next to ``path``; on success fsync and rename it over ``path``.
+
+    On any exception the temporary file is removed and ``path`` is untouched.
+    A full disk (ENOSPC) is reported as a :class:`DinolabError` naming the file.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+        _fsync_dir(p.parent)
+    except OSError as e:
+        _remove_quietly(tmp)
+        if e.errno == errno.ENOSPC:
+            raise DinolabError(f"no space left on the device while writing {p}; the previous file (if any) is intact. "
+                               f"Free some disk space and try again") from e
+        raise
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def atomic_save_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_save_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(p: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(p)
