@@ -1,0 +1,129 @@
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dinolab.errors import DataError, DinolabError
+from dinolab.eval.report import build_report, json_tables, plot_curves, read_metrics, write_report
+
+
+def make_run(tmp_path):
+    run = tmp_path / "run"
+    (run / "attention").mkdir(parents=True)
+    lines = []
+    for step in range(0, 100, 10):
+        rec = {"step": step, "epoch": step // 50, "loss": 5.0 - step / 50, "lr": 1e-4 * step, "wd": 0.04,
+               "momentum": 0.996, "teacher_temp": 0.04, "teacher_entropy": 2.0, "teacher_kl_uniform": 0.5}
+        if step % 50 == 0:
+            rec["knn_top1"] = 0.1 + step / 200
+        lines.append(json.dumps(rec))
+    lines.insert(3, "{not json")
+    lines.insert(5, json.dumps({"loss": 1.0}))  # no step
+    lines.insert(6, json.dumps({"step": 55, "loss": float("nan"), "lr": "fast"}))
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    (run / "config.yaml").write_text("model:\n  name: vit_small  # <b>not bold</b>\n")
+    (run / "knn.json").write_text(json.dumps({"k=10": {"top1": 0.51, "top5": 0.9}, "k=20": {"top1": 0.53, "top5": 0.91},
+                                              "train_images": 100}))
+    (run / "model.json").write_text(json.dumps({"embed_dim": 384}))
+    (run / "model.safetensors").write_bytes(b"")
+    g = np.random.default_rng(0)
+    Image.fromarray(g.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(run / "attention" / "cat_sheet.png")
+    return run
+
+
+def test_read_metrics_skips_bad_lines_and_values_with_notes(tmp_path):
+    run = make_run(tmp_path)
+    m = read_metrics(run / "metrics.jsonl")
+    assert m.records == 11  # 10 good lines + the step-55 line
+    assert [s for s, _ in m.series["loss"]] == [float(s) for s in range(0, 100, 10)]  # NaN loss at 55 left out
+    assert len(m.series["knn_top1"]) == 2
+    notes = " ".join(m.notes)
+    assert "1 line(s) of metrics.jsonl are not JSON objects" in notes and "line 4" in notes
+    assert "no numeric \"step\"" in notes
+    assert "2 non-numeric or non-finite" in notes
+
+
+def test_plot_curves_groups_known_keys():
+    from dinolab.eval.report import Metrics
+
+    m = Metrics(series={"loss": [(0, 2.0), (1, 1.0)], "dino_loss": [(0, 1.0), (1, 0.5)], "lr": [(0, 0.1), (1, 0.2)],
+                        "teacher_entropy": [(0, 3.0), (1, 2.0)], "teacher_kl_uniform": [(0, 0.0), (1, 1.0)],
+                        "epoch": [(0, 0), (1, 0)], "grad_norm": [(0, 1.0), (1, 2.0)]})
+    titles = [t for t, _ in plot_curves(m)]
+    assert titles == ["Loss", "Learning rate", "Teacher entropy and KL to uniform", "grad_norm"]
+    png = plot_curves(m)[0][1]
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_json_tables_pivot_nested_results():
+    page = json_tables({"knn": {"10": {"top1": 0.5, "top5": 0.8}, "20": {"top1": 0.52, "top5": 0.81}}, "n": 3,
+                        "meta": {"model": "a"}})
+    assert "<th>top1</th><th>top5</th>" in page  # one row per k, one column per metric
+    assert "<th>n</th><td>3</td>" in page and "<th>meta.model</th><td>a</td>" in page
+    assert "not a table" in json_tables([1, 2])
+
+
+def test_report_is_self_contained(tmp_path):
+    run = make_run(tmp_path)
+    out = write_report(run)
+    assert out == run / "report.html"
+    page = out.read_text()
+    srcs = re.findall(r'src="([^"]*)"', page)
+    assert len(srcs) >= 8  # 7 curve plots + 1 picture
+    assert all(s.startswith("data:image/") for s in srcs)
+    assert "http://" not in page and "https://" not in page
+    assert "<script" not in page and "<link" not in page and "url(" not in page
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in page  # config shown verbatim, escaped
+    assert "knn.json" in page and "0.53" in page
+    assert "model.json" not in page  # the architecture next to the weights is not a result
+    assert "cat_sheet.png" in page
+    with pytest.raises(DinolabError, match="--force"):
+        write_report(run)
+    write_report(run, force=True)
+    # the report itself is not embedded in the next report
+    assert build_report(run).count("report.html") == 0
+
+
+def test_report_errors_on_missing_or_empty_run_dir(tmp_path):
+    with pytest.raises(DataError, match="not a folder"):
+        build_report(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no metrics.jsonl"):
+        build_report(tmp_path / "empty")
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def test_report_renders_in_headless_chromium(tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium not installed (CI installs it: apt-get install -y chromium); "
+                    "cannot check the report in a real browser")
+    run = make_run(tmp_path)
+    page = write_report(run)
+    shot = tmp_path / "shot.png"
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+           "--window-size=1200,2000", page.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.exists(), f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
+    assert pixels.shape[:2] == (2000, 1200)
+    assert pixels.std() > 10  # not a blank page
+    # the dark header band is drawn at the top, the light page background below it
+    assert pixels[5:40, :600].mean() < 80
+    assert pixels[-50:].mean() > 200
+    # the loss plot (white canvas with a blue line) appears: some pixels are matplotlib's default blue
+    blue = (np.abs(pixels[..., 0] - 31) < 30) & (np.abs(pixels[..., 1] - 119) < 30) & (np.abs(pixels[..., 2] - 180) < 30)
+    assert blue.sum() > 200
