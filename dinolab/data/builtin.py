@@ -1,0 +1,203 @@
+"""Built-in image sets for demos and tests, made in memory (nothing is downloaded or written).
+
+- ``builtin:digits``: scikit-learn's 1,797 real handwritten digits (8x8, bundled with the
+  package), upscaled with bicubic interpolation to ``size`` (default 64) as dark ink on white
+  paper, RGB, labels 0-9. Options: ``size``.
+- ``builtin:shapes``: ``n`` (default 1000) generated ``size`` x ``size`` (default 96) images of one
+  coloured shape (circle, square, triangle, star, cross) at a random position, scale and
+  rotation on a textured background (stripes, checks, noise, gradient), with the exact
+  foreground mask and a caption ("a red star on a striped background"). Image ``i`` depends
+  only on ``seed`` and ``i``, so ``n=500`` is the first half of ``n=1000``; labels cycle
+  through the classes. Options: ``n``, ``size``, ``seed``.
+
+Options follow the name as a query string: ``builtin:shapes?n=500&size=64&seed=1``.
+Generated sets are cached per process.
+
+Examples:
+    >>> s = load_builtin("builtin:shapes?n=10&size=32")
+    >>> s.images.shape, s.masks.shape, s.classes[s.labels[0]]
+    ((10, 3, 32, 32), (10, 32, 32), 'circle')
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import DataError
+
+PREFIX = "builtin:"
+
+
+@dataclass(frozen=True)
+class BuiltinSet:
+    """An in-memory image set. Arrays are read-only (they are shared through the cache)."""
+
+    name: str
+    images: np.ndarray  # (N, 3, H, W) uint8
+    labels: np.ndarray  # (N,) int64
+    classes: list[str]
+    masks: np.ndarray | None = None  # (N, H, W) bool, True on the object
+    captions: list[str] | None = None
+
+    @property
+    def paths(self) -> list[str]:
+        """Stable names for the images, ``builtin:<name>/<index>``."""
+        width = len(str(len(self.images) - 1))
+        return [f"{PREFIX}{self.name}/{i:0{width}d}" for i in range(len(self.images))]
+
+
+def is_builtin(source: object) -> bool:
+    return isinstance(source, str) and source.startswith(PREFIX)
+
+
+def load_builtin(spec: str) -> BuiltinSet:
+    """Build (or fetch from the cache) the set named by ``spec``, e.g. ``"builtin:digits?size=32"``."""
+    name, _, query = spec[len(PREFIX):].partition("?")
+    if name not in _SETS:
+        close = difflib.get_close_matches(name, list(_SETS), n=1)
+        hint = f" (did you mean {PREFIX}{close[0]}?)" if close else ""
+        raise DataError(f"unknown built-in data set {spec!r}{hint}; available: "
+                        + ", ".join(PREFIX + n for n in _SETS))
+    make, defaults = _SETS[name]
+    options = dict(defaults)
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in defaults:
+            raise DataError(f"unknown option {key!r} in {spec!r}; {PREFIX}{name} takes "
+                            + ", ".join(f"{k} (default {v})" for k, v in defaults.items()))
+        try:
+            options[key] = int(value)
+        except ValueError:
+            raise DataError(f"option {key}={value!r} in {spec!r} must be an integer") from None
+    return make(**options)
+
+
+@functools.lru_cache(maxsize=4)
+def _digits(size: int) -> BuiltinSet:
+    from sklearn.datasets import load_digits
+
+    if not 8 <= size <= 1024:
+        raise DataError(f"builtin:digits size={size} must be between 8 and 1024")
+    d = load_digits()
+    ink = torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None]  # (N, 1, 8, 8), 1 = ink
+    ink = F.interpolate(ink, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+    gray = torch.round(255.0 * (1.0 - ink)).to(torch.uint8)
+    images = gray.expand(-1, 3, -1, -1).contiguous().numpy()
+    return _frozen(BuiltinSet("digits", images, d.target.astype(np.int64), [str(c) for c in range(10)]))
+
+
+SHAPES = ("circle", "square", "triangle", "star", "cross")
+_COLOURS = {  # saturated, so every one is far from the near-gray backgrounds in some channel
+    "red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (240, 210, 20),
+    "magenta": (200, 40, 200), "cyan": (20, 200, 210), "orange": (245, 130, 20),
+}
+_BACKGROUNDS = ("striped", "checkered", "noisy", "gradient")
+
+
+@functools.lru_cache(maxsize=4)
+def _shapes(n: int, size: int, seed: int) -> BuiltinSet:
+    if n < 1:
+        raise DataError(f"builtin:shapes n={n} must be at least 1")
+    if not 16 <= size <= 1024:
+        raise DataError(f"builtin:shapes size={size} must be between 16 and 1024")
+    images = np.empty((n, 3, size, size), np.uint8)
+    masks = np.empty((n, size, size), bool)
+    labels = np.arange(n, dtype=np.int64) % len(SHAPES)
+    captions = []
+    centres = np.arange(size, dtype=np.float64) + 0.5
+    xx, yy = np.meshgrid(centres, centres)
+    colour_names = list(_COLOURS)
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        colour = colour_names[rng.integers(len(colour_names))]
+        background = _BACKGROUNDS[rng.integers(len(_BACKGROUNDS))]
+        img = _background(background, xx, yy, rng)
+        r = rng.uniform(0.22, 0.38) * size
+        cx, cy = rng.uniform(r, size - r, size=2)
+        mask = _shape_mask(SHAPES[labels[i]], xx - cx, yy - cy, r, rng.uniform(0, 2 * np.pi))
+        img[mask] = _COLOURS[colour]
+        images[i] = img.transpose(2, 0, 1)
+        masks[i] = mask
+        captions.append(f"{_article(colour)} {colour} {SHAPES[labels[i]]} on a {background} background")
+    return _frozen(BuiltinSet("shapes", images, labels, list(SHAPES), masks, captions))
+
+
+def _background(kind: str, xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``(H, W, 3)`` uint8 texture mixing two muted, near-gray colours."""
+    size = xx.shape[0]
+    c1, c2 = (rng.uniform(50, 205) + rng.uniform(-20, 20, size=3) for _ in range(2))
+    angle = rng.uniform(0, np.pi)
+    along = xx * np.cos(angle) + yy * np.sin(angle)
+    if kind == "striped":
+        period = rng.uniform(6, 16)
+        t = (np.mod(along, period) < period / 2).astype(np.float64)
+    elif kind == "checkered":
+        cell = int(rng.integers(4, 13))
+        t = ((xx // cell + yy // cell) % 2).astype(np.float64)
+    elif kind == "noisy":
+        block = int(rng.integers(2, 6))
+        coarse = rng.random((size // block + 1,) * 2)
+        t = np.kron(coarse, np.ones((block, block)))[:size, :size]
+    else:  # gradient
+        t = (along - along.min()) / max(np.ptp(along), 1e-9)
+    img = c1 * (1 - t[..., None]) + c2 * t[..., None]
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float, rotation: float) -> np.ndarray:
+    """True where pixel centres at offsets ``(dx, dy)`` from the shape's centre fall inside it."""
+    if shape == "circle":
+        return dx ** 2 + dy ** 2 <= r ** 2
+    if shape == "square":
+        radii, angles = np.ones(4), np.arange(4) * np.pi / 2 + np.pi / 4
+    elif shape == "triangle":
+        radii, angles = np.ones(3), np.arange(3) * 2 * np.pi / 3
+    elif shape == "star":
+        radii, angles = np.tile([1.0, 0.45], 5), np.arange(10) * np.pi / 5
+    else:  # cross: a plus sign with arms of half-width w
+        w = 0.33
+        corners = [(w, 1), (w, w), (1, w)]
+        pts = []
+        for k in range(4):
+            c, s = np.cos(k * np.pi / 2), np.sin(k * np.pi / 2)
+            pts += [(x * c - y * s, x * s + y * c) for x, y in corners]
+        pts_arr = np.array(pts)
+        radii, angles = np.hypot(pts_arr[:, 0], pts_arr[:, 1]), np.arctan2(pts_arr[:, 1], pts_arr[:, 0])
+    vx = r * radii * np.cos(angles + rotation)
+    vy = r * radii * np.sin(angles + rotation)
+    return _inside_polygon(dx, dy, vx, vy)
+
+
+def _inside_polygon(px: np.ndarray, py: np.ndarray, vx: np.ndarray, vy: np.ndarray) -> np.ndarray:
+    """Even-odd rule: count crossings of a ray to +x with each edge."""
+    inside = np.zeros(px.shape, bool)
+    for (x0, y0), (x1, y1) in zip(zip(vx, vy), zip(np.roll(vx, -1), np.roll(vy, -1))):
+        if y0 == y1:
+            continue
+        straddles = (y0 > py) != (y1 > py)
+        x_cross = x0 + (py - y0) * (x1 - x0) / (y1 - y0)
+        inside ^= straddles & (px < x_cross)
+    return inside
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _frozen(s: BuiltinSet) -> BuiltinSet:
+    for a in (s.images, s.labels, s.masks):
+        if a is not None:
+            a.setflags(write=False)
+    return s
+
+
+_SETS = {
+    "digits": (_digits, {"size": 64}),
+    "shapes": (_shapes, {"n": 1000, "size": 96, "seed": 0}),
+}
