@@ -1,0 +1,26 @@
+"""One self-contained HTML page for a run: training curves, configuration, evaluation tables, pictures.
+
+Reads RUN_DIR/metrics.jsonl (plotted against step), config.yaml, every *.json result (k-NN,
+linear, few-shot, objects...) and the pictures (attention, PCA, object masks) found in RUN_DIR
+and up to three folders below it. Plots and pictures are embedded, so the page is one file that
+opens offline. Example:
+  dinolab report runs/shapes            # writes runs/shapes/report.html
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory (from dinolab train --out) or a results folder")
+    parser.add_argument("--out", default=None, metavar="FILE", help="output HTML file (default RUN_DIR/report.html)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing report")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..eval.report import write_report
+
+    path = write_report(args.run_dir, args.out, force=args.force)
+    print(f"wrote {path}")
+    return 0
