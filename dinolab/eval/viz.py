@@ -132,16 +132,18 @@ def mask_image(mask: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def contact_sheet(tiles: Sequence[np.ndarray | None], labels: Sequence[str] | None = None, columns: int = 4,
-                  pad: int = 4, label_height: int = 14) -> np.ndarray:
+                  pad: int = 4, label_height: int = 14, min_side: int = 128) -> np.ndarray:
     """Tiles (``uint8 H×W×3`` or ``H×W``, any sizes) on a white grid with a caption under each.
 
-    A ``None`` tile leaves its cell empty (to start a new row).
+    A ``None`` tile leaves its cell empty (to start a new row). Tiles whose longer side is below
+    ``min_side`` are enlarged by a whole factor (pixel repetition, so patches stay sharp).
     """
     from PIL import Image, ImageDraw
 
     if not any(t is not None for t in tiles):
         raise ValueError("contact_sheet needs at least one tile")
     tiles = [np.repeat(t[..., None], 3, axis=2) if t is not None and t.ndim == 2 else t for t in tiles]
+    tiles = [_enlarge(t, min_side) if t is not None else None for t in tiles]
     columns = max(1, min(columns, len(tiles)))
     rows = math.ceil(len(tiles) / columns)
     th = max(t.shape[0] for t in tiles if t is not None)
@@ -158,6 +160,11 @@ def contact_sheet(tiles: Sequence[np.ndarray | None], labels: Sequence[str] | No
         if labels:
             draw.text((x + 2, y + th + 1), str(labels[i])[: max(4, tw // 6)], fill=(0, 0, 0))
     return np.asarray(sheet)
+
+
+def _enlarge(tile: np.ndarray, min_side: int) -> np.ndarray:
+    k = math.ceil(min_side / max(tile.shape[:2]))
+    return tile.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else tile
 
 
 def png_bytes(picture: np.ndarray) -> bytes:

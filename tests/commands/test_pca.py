@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+import dinolab
+from dinolab.cli import main
+from dinolab.models import create_model
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    model = create_model("vit_tiny", patch_size=8, img_size=32, depth=1, embed_dim=32, num_heads=2)
+    return str(dinolab.save_model(model, tmp_path_factory.mktemp("w") / "tiny"))
+
+
+def two_images(folder):
+    folder.mkdir()
+    g = np.random.default_rng(1)
+    for name, shape in (("a.png", (40, 56, 3)), ("b.png", (48, 48, 3))):
+        img = g.integers(60, 120, shape, dtype=np.uint8)
+        img[8:24, 8:24] = (230, 40, 40)
+        Image.fromarray(img).save(folder / name)
+    return folder
+
+
+@pytest.mark.parametrize("joint", [False, True])
+def test_pca_writes_rgb_pictures_and_a_sheet(weights, tmp_path, joint):
+    imgs = two_images(tmp_path / "imgs")
+    out = tmp_path / "out"
+    args = ["pca", weights, str(imgs / "a.png"), str(imgs / "b.png"), "--out", str(out), "--image-size", "40"]
+    assert main(args + (["--joint"] if joint else [])) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_pca.png", "b_pca.png", "pca_sheet.png"]
+    a = np.asarray(Image.open(out / "a_pca.png"))
+    assert a.shape == (40, 56, 3)  # shorter side 40, 56 = 7 patches of 8
+    black = (a == 0).all(axis=2)
+    assert black.any() and not black.all()  # background removed, something left
+    assert np.asarray(Image.open(out / "b_pca.png")).shape == (40, 40, 3)
+
+
+def test_pca_refuses_to_overwrite_and_reports_bad_input(weights, tmp_path, capsys):
+    imgs = two_images(tmp_path / "imgs")
+    out = tmp_path / "out"
+    assert main(["pca", weights, str(imgs), "--out", str(out), "--image-size", "32"]) == 0
+    assert main(["pca", weights, str(imgs), "--out", str(out), "--image-size", "32"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["pca", weights, str(imgs), "--out", str(out), "--image-size", "32", "--force",
+                 "--keep-background"]) == 0
+    assert (np.asarray(Image.open(out / "a_pca.png")) != 0).any(axis=2).all()  # nothing blacked out
+    (tmp_path / "empty").mkdir()
+    assert main(["pca", weights, str(tmp_path / "empty"), "--out", str(tmp_path / "o2")]) == 2
+    assert "no images found" in capsys.readouterr().err
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"")
+    assert main(["pca", weights, str(bad), "--out", str(tmp_path / "o3")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jpg" in err and "empty file" in err and "Traceback" not in err
