@@ -26,6 +26,7 @@ from ..errors import DataError
 
 # About 179 million pixels (e.g. 13,000 x 13,000), twice Pillow's warning threshold.
 DEFAULT_MAX_PIXELS = 2 * 89_478_485
+_ORIENTATION = 0x0112  # EXIF tag
 
 
 class UnreadableImage(DataError):
@@ -69,8 +70,10 @@ def decode_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MA
         if path.stat().st_size == 0:
             raise UnreadableImage(path, "empty file (0 bytes)")
         with warnings.catch_warnings():
-            # Our own pixel limit below replaces Pillow's warning.
+            # Our own pixel limit below replaces Pillow's bomb warning; Pillow's "Corrupt EXIF data"
+            # (a UserWarning) is harmless, as the image is decoded without rotation.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)
             with Image.open(path) as im:
                 _check_size(path, im.size, max_pixels)
                 if min_size is not None and im.format == "JPEG":
@@ -128,6 +131,8 @@ def _draft_request(size: tuple[int, int], min_size: int) -> tuple[int, int]:
 
 def _exif_transpose(im: Image.Image) -> Image.Image:
     try:
+        if im.getexif().get(_ORIENTATION, 1) == 1:
+            return im  # exif_transpose would copy the pixels for nothing
         return ImageOps.exif_transpose(im)
     except Exception:  # a broken EXIF block should not lose an otherwise good image
         return im

@@ -154,3 +154,8 @@ def test_unreadable_image_pickles():
 
     e = pickle.loads(pickle.dumps(UnreadableImage("a.jpg", "empty file (0 bytes)")))
     assert (e.path, e.reason) == ("a.jpg", "empty file (0 bytes)")
+
+
+def test_broken_exif_keeps_the_image(tmp_path):
+    Image.new("RGB", (9, 5), (0, 128, 0)).save(tmp_path / "x.jpg", exif=b"Exif\x00\x00II*\x00\xff\xff\xff\x7fjunk")
+    assert decode_image(tmp_path / "x.jpg").shape == (3, 5, 9)
