@@ -102,13 +102,25 @@ def mask_from_similarity(features: torch.Tensor, seed_fraction: float = 0.15) ->
 
 def discover(model: torch.nn.Module, image: torch.Tensor, method: str = "attention", keep: float = 0.6) -> torch.Tensor:
     """bool ``h×w`` patch-level foreground of one normalised ``3×H×W`` image by ``method``."""
-    if method == "attention":
-        return mask_from_attention(attention_maps(model, image), keep)
-    if method == "pca":
-        return mask_from_pca(patch_features(model, image))
-    if method == "similarity":
-        return mask_from_similarity(patch_features(model, image))
-    raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    return _discover_all(model, image, (method,), keep)[method]
+
+
+def _discover_all(model: torch.nn.Module, image: torch.Tensor, methods: Sequence[str], keep: float
+                  ) -> dict[str, torch.Tensor]:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {unknown[0]!r}")
+    # one backbone pass for the attention, one for the patch features however many methods use them
+    feats = patch_features(model, image) if {"pca", "similarity"} & set(methods) else None
+    out = {}
+    for m in methods:
+        if m == "attention":
+            out[m] = mask_from_attention(attention_maps(model, image), keep)
+        elif m == "pca":
+            out[m] = mask_from_pca(feats)
+        else:
+            out[m] = mask_from_similarity(feats)
+    return out
 
 
 class MaskedImages(Protocol):
@@ -139,7 +151,7 @@ def object_masks(model: torch.nn.Module, image: torch.Tensor, methods: Sequence[
     """
     _, x = prepare_image(image, model.patch_size, image_size)
     size = (image.shape[1], image.shape[2])
-    return {m: upsample(discover(model, x, m, keep), size, mode="nearest") for m in methods}
+    return {m: upsample(mask, size, mode="nearest") for m, mask in _discover_all(model, x, methods, keep).items()}
 
 
 def box_baselines(gts: Sequence[torch.Tensor]) -> dict[str, float]:
