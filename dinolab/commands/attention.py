@@ -1,4 +1,4 @@
-"""Last-block [CLS] attention of each head as PNG overlays, with DINO's 60%-mass masks.
+"""Last-block [CLS] attention of each head as PNG overlays, with masks keeping 60 percent of the attention mass.
 
 For every IMAGE (files, or folders searched recursively) writes into DIR:
   <stem>_attn_head<k>.png  heat map of head k over the image

@@ -65,3 +65,12 @@ def test_attention_empty_and_unreadable_inputs(weights, tmp_path, capsys):
     assert str(bad) in err and "1 of 2 images could not be read" in err and "Traceback" not in err
     assert (tmp_path / "o3" / "good_mask.png").exists()  # the readable image was still processed
     assert main(["attention", weights, str(good), "--out", str(tmp_path / "o4"), "--keep", "1.5"]) == 2
+
+
+def test_attention_help_renders(capsys):
+    # help strings go through %-formatting: a stray % in the docstring's first line breaks dinolab --help
+    for argv in (["--help"], ["attention", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+    assert "attention" in capsys.readouterr().out

@@ -54,3 +54,12 @@ def test_pca_refuses_to_overwrite_and_reports_bad_input(weights, tmp_path, capsy
     assert main(["pca", weights, str(bad), "--out", str(tmp_path / "o3")]) == 2
     err = capsys.readouterr().err
     assert "bad.jpg" in err and "empty file" in err and "Traceback" not in err
+
+
+def test_pca_help_renders(capsys):
+    # help strings go through %-formatting: a stray % in the docstring's first line breaks dinolab --help
+    for argv in (["--help"], ["pca", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+    assert "pca" in capsys.readouterr().out

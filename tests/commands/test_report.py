@@ -1,4 +1,5 @@
 import json
+import pytest
 
 from dinolab.cli import main
 
@@ -30,3 +31,12 @@ def test_report_command_empty_or_missing_run_dir(tmp_path, capsys):
     assert not (tmp_path / "empty" / "report.html").exists()
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_report_help_renders(capsys):
+    # help strings go through %-formatting: a stray % in the docstring's first line breaks dinolab --help
+    for argv in (["--help"], ["report", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+    assert "report" in capsys.readouterr().out
