@@ -13,8 +13,9 @@ What a run directory may hold, and how each part is shown:
   become one table with a row per outer key). The architecture JSON that sits next to a
   ``.safetensors`` file of the same name is skipped.
 - pictures (``*.png``, ``*.jpg``, ``*.gif``, ``*.webp``; attention / PCA / object sheets):
-  embedded, grouped by folder; contact sheets first, at most :data:`MAX_PICTURES_PER_FOLDER`
-  per folder.
+  embedded, grouped by folder. Where a folder has contact sheets (``*sheet*``) only those are
+  shown (they hold the per-image pictures); otherwise at most :data:`MAX_PICTURES_PER_FOLDER`.
+  Small pictures are displayed enlarged with sharp pixels.
 
 Everything (plots and pictures) is embedded as base64 ``data:`` URIs with inline CSS and no
 script, so the page is one file that opens offline and can be mailed or archived.
@@ -48,7 +49,7 @@ CURVE_GROUPS = [
     ("Weight decay", ["wd"]),
     ("Teacher momentum", ["momentum"]),
     ("Teacher temperature", ["teacher_temp"]),
-    ("Teacher entropy and KL to uniform", ["teacher_entropy", "teacher_kl_uniform"]),
+    ("Teacher entropy and KL to uniform", ["teacher_entropy", "teacher_kl_uniform", "kl_uniform"]),
     ("k-NN accuracy", ["knn_top1", "knn_top5"]),
 ]
 NOT_CURVES = {"step", "epoch", "time", "timestamp", "iteration"}
@@ -123,7 +124,9 @@ def plot_curves(metrics: Metrics) -> list[tuple[str, bytes]]:
         used.update(keys)
         if present:
             groups.append((title, present))
-    groups += [(k, [k]) for k in sorted(metrics.series) if k not in used and k not in NOT_CURVES]
+    # other keys get a plot each, unless constant (a batch size, a flag): nothing to see there
+    groups += [(k, [k]) for k in sorted(metrics.series)
+               if k not in used and k not in NOT_CURVES and len({v for _, v in metrics.series[k]}) > 1]
     return [(title, _plot(title, {k: metrics.series[k] for k in keys})) for title, keys in groups]
 
 
@@ -249,15 +252,32 @@ def _pictures(run_dir: Path, exclude: set[Path]) -> tuple[dict[str, list[Path]],
         by_folder.setdefault(str(p.parent.relative_to(run_dir)), []).append(p)
     notes = []
     for folder, paths in by_folder.items():
-        paths.sort(key=lambda p: ("sheet" not in p.name, str(p)))
+        sheets = [p for p in paths if "sheet" in p.name]
+        if sheets and len(sheets) < len(paths):
+            notes.append(f"{folder}: showing the {len(sheets)} contact sheet(s); {len(paths) - len(sheets)} "
+                         f"per-image picture(s) are in the folder")
+            paths[:] = sheets
         big = [p for p in paths if p.stat().st_size > MAX_PICTURE_BYTES]
         paths[:] = [p for p in paths if p not in big]
         if big:
             notes.append(f"{len(big)} picture(s) in {folder} larger than {MAX_PICTURE_BYTES >> 20} MiB not embedded")
         if len(paths) > MAX_PICTURES_PER_FOLDER:
-            notes.append(f"{folder}: showing {MAX_PICTURES_PER_FOLDER} of {len(paths)} pictures (contact sheets first)")
+            notes.append(f"{folder}: showing {MAX_PICTURES_PER_FOLDER} of {len(paths)} pictures")
             del paths[MAX_PICTURES_PER_FOLDER:]
     return {k: v for k, v in by_folder.items() if v}, notes
+
+
+def _display_size(data: bytes, min_side: int = 160) -> str:
+    """An enlarging width attribute (and sharp pixels) for a picture smaller than ``min_side``."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except Exception:  # a picture the browser may still show; leave it at its own size
+        return ""
+    k = math.ceil(min_side / max(w, h, 1))
+    return f' width="{w * k}" style="image-rendering:pixelated"' if k > 1 else ""
 
 
 def _data_uri(data: bytes, mime: str) -> str:
@@ -339,8 +359,9 @@ def build_report(run_dir: str | os.PathLike, exclude: tuple[str | os.PathLike, .
         for folder, paths in sorted(pictures.items()):
             body += f"<h3>{html.escape(folder if folder != '.' else run.name)}</h3><div class=grid>"
             for p in paths:
-                uri = _data_uri(p.read_bytes(), PICTURE_TYPES[p.suffix.lower()])
-                body += (f'<figure><img alt="{html.escape(p.name)}" src="{uri}">'
+                data = p.read_bytes()
+                uri = _data_uri(data, PICTURE_TYPES[p.suffix.lower()])
+                body += (f'<figure><img alt="{html.escape(p.name)}" src="{uri}"{_display_size(data)}>'
                          f"<figcaption>{html.escape(p.name)}</figcaption></figure>")
             body += "</div>"
         sections.append(("pictures", "Pictures", body))

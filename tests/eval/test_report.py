@@ -32,6 +32,8 @@ def make_run(tmp_path):
     (run / "model.safetensors").write_bytes(b"")
     g = np.random.default_rng(0)
     Image.fromarray(g.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(run / "attention" / "cat_sheet.png")
+    Image.fromarray(g.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(run / "attention" / "cat_attn_head0.png")
+    Image.fromarray(g.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(run / "tiny.png")
     return run
 
 
@@ -52,7 +54,7 @@ def test_plot_curves_groups_known_keys():
 
     m = Metrics(series={"loss": [(0, 2.0), (1, 1.0)], "dino_loss": [(0, 1.0), (1, 0.5)], "lr": [(0, 0.1), (1, 0.2)],
                         "teacher_entropy": [(0, 3.0), (1, 2.0)], "teacher_kl_uniform": [(0, 0.0), (1, 1.0)],
-                        "epoch": [(0, 0), (1, 0)], "grad_norm": [(0, 1.0), (1, 2.0)]})
+                        "epoch": [(0, 0), (1, 0)], "grad_norm": [(0, 1.0), (1, 2.0)], "images": [(0, 64), (1, 64)]})
     titles = [t for t, _ in plot_curves(m)]
     assert titles == ["Loss", "Learning rate", "Teacher entropy and KL to uniform", "grad_norm"]
     png = plot_curves(m)[0][1]
@@ -73,7 +75,11 @@ def test_report_is_self_contained(tmp_path):
     assert out == run / "report.html"
     page = out.read_text()
     srcs = re.findall(r'src="([^"]*)"', page)
-    assert len(srcs) >= 8  # 7 curve plots + 1 picture
+    assert len(srcs) == 9  # 7 curve plots + the attention sheet + tiny.png
+    # a folder with contact sheets shows only those; the per-image file is named in a note
+    assert "cat_attn_head0.png" not in page and "1 per-image picture(s)" in page
+    # a 16-pixel picture is displayed enlarged (x10 = 160 px) with sharp pixels
+    assert 'width="160" style="image-rendering:pixelated"' in page
     assert all(s.startswith("data:image/") for s in srcs)
     assert "http://" not in page and "https://" not in page
     assert "<script" not in page and "<link" not in page and "url(" not in page
