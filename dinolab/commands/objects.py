@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHOD_CHOICES, default="attention", help="default: attention")
     parser.add_argument("--keep", type=float, default=0.6,
                         help="attention method: share of the attention mass kept (default 0.6)")
+    parser.add_argument("--heads", choices=("mean", "vote", "union"), default="mean",
+                        help="attention method: threshold the mean over heads (default), or keep patches that a "
+                             "majority of / any of the per-head masks keep")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
     parser.add_argument("--sheet-size", type=int, default=12, metavar="N",
                         help="images shown in objects_sheet.png (default 12)")
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             bad.append((e.path, e.reason))
             continue
         with torch.no_grad(), autocast(device, precision):
-            masks = object_masks(model, image, methods, image_size=args.image_size, keep=args.keep)
+            masks = object_masks(model, image, methods, image_size=args.image_size, keep=args.keep, heads=args.heads)
         for m, mask in masks.items():
             save_png(out / f"{stems[i]}_{m}.png", mask_image(mask.numpy()))
         gt = dataset.masks(i)  # None when DATA has no masks
@@ -98,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if gts:
         base = box_baselines(gts)
         results = {"images": len(gts), "image_size": args.image_size, "weights": str(args.weights),
+                   "keep": args.keep, "heads": args.heads,
                    "jaccard": {m: float(sum(v) / len(v)) for m, v in scores.items()},
                    "baselines": {"centred box 50% area": base["box_jaccard"],
                                  f"best centred box ({base['best_box_area']:.0%} area, chosen on the ground truth)":

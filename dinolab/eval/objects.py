@@ -100,13 +100,17 @@ def mask_from_similarity(features: torch.Tensor, seed_fraction: float = 0.15) ->
     return torch.from_numpy(_component_containing(fg, divmod(seed, w)))
 
 
-def discover(model: torch.nn.Module, image: torch.Tensor, method: str = "attention", keep: float = 0.6) -> torch.Tensor:
-    """bool ``h×w`` patch-level foreground of one normalised ``3×H×W`` image by ``method``."""
-    return _discover_all(model, image, (method,), keep)[method]
+def discover(model: torch.nn.Module, image: torch.Tensor, method: str = "attention", keep: float = 0.6,
+             heads: str = "mean") -> torch.Tensor:
+    """bool ``h×w`` patch-level foreground of one normalised ``3×H×W`` image by ``method``.
+
+    ``keep`` and ``heads`` apply to the attention method (see :func:`mask_from_attention`).
+    """
+    return _discover_all(model, image, (method,), keep, heads)[method]
 
 
-def _discover_all(model: torch.nn.Module, image: torch.Tensor, methods: Sequence[str], keep: float
-                  ) -> dict[str, torch.Tensor]:
+def _discover_all(model: torch.nn.Module, image: torch.Tensor, methods: Sequence[str], keep: float,
+                  heads: str = "mean") -> dict[str, torch.Tensor]:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {unknown[0]!r}")
@@ -115,7 +119,7 @@ def _discover_all(model: torch.nn.Module, image: torch.Tensor, methods: Sequence
     out = {}
     for m in methods:
         if m == "attention":
-            out[m] = mask_from_attention(attention_maps(model, image), keep)
+            out[m] = mask_from_attention(attention_maps(model, image), keep, heads)
         elif m == "pca":
             out[m] = mask_from_pca(feats)
         else:
@@ -142,7 +146,7 @@ def gt_mask(masks: Any) -> torch.Tensor:
 
 
 def object_masks(model: torch.nn.Module, image: torch.Tensor, methods: Sequence[str] = ("attention",), *,
-                 image_size: int = 224, keep: float = 0.6) -> dict[str, torch.Tensor]:
+                 image_size: int = 224, keep: float = 0.6, heads: str = "mean") -> dict[str, torch.Tensor]:
     """Pixel masks of one ``uint8 3×H×W`` image: ``{method: bool H×W}`` at the image's own size.
 
     The image is sized for the model by :func:`dinolab.eval.viz.prepare_image` (shorter side about
@@ -151,7 +155,8 @@ def object_masks(model: torch.nn.Module, image: torch.Tensor, methods: Sequence[
     """
     _, x = prepare_image(image, model.patch_size, image_size)
     size = (image.shape[1], image.shape[2])
-    return {m: upsample(mask, size, mode="nearest") for m, mask in _discover_all(model, x, methods, keep).items()}
+    masks = _discover_all(model, x, methods, keep, heads)
+    return {m: upsample(mask, size, mode="nearest") for m, mask in masks.items()}
 
 
 def box_baselines(gts: Sequence[torch.Tensor]) -> dict[str, float]:
@@ -179,8 +184,8 @@ class ObjectDiscoveryResult:
 
 @torch.no_grad()
 def evaluate_object_discovery(model: torch.nn.Module, dataset: MaskedImages, method: str = "attention", *,
-                              image_size: int = 224, keep: float = 0.6, limit: int | None = None,
-                              progress: bool = True) -> ObjectDiscoveryResult:
+                              image_size: int = 224, keep: float = 0.6, heads: str = "mean",
+                              limit: int | None = None, progress: bool = True) -> ObjectDiscoveryResult:
     """Mean Jaccard of ``method``'s masks against ``dataset.masks(i)``, next to centred boxes.
 
     Masks are compared at each image's own resolution (see :func:`object_masks`).
@@ -197,7 +202,7 @@ def evaluate_object_discovery(model: torch.nn.Module, dataset: MaskedImages, met
         raise ValueError("object discovery needs at least one image")
     scores, gts = [], []
     for i in tqdm(range(n), desc=f"objects ({method})", disable=None if progress else True):
-        pred = object_masks(model, dataset.load(i), (method,), image_size=image_size, keep=keep)[method]
+        pred = object_masks(model, dataset.load(i), (method,), image_size=image_size, keep=keep, heads=heads)[method]
         gt = gt_mask(dataset.masks(i))
         scores.append(jaccard(pred, gt))
         gts.append(gt)

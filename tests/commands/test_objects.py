@@ -35,8 +35,10 @@ def test_objects_on_shapes_scores_every_method_against_boxes(weights, tmp_path, 
 
     assert main(["objects", weights, data, "--out", str(out), "--image-size", "32"]) == 2
     assert "--force" in capsys.readouterr().err
-    assert main(["objects", weights, data, "--out", str(out), "--image-size", "32", "--force", "--limit", "2"]) == 0
-    assert json.loads((out / "objects.json").read_text())["images"] == 2
+    assert main(["objects", weights, data, "--out", str(out), "--image-size", "32", "--force", "--limit", "2",
+                 "--heads", "vote"]) == 0
+    results = json.loads((out / "objects.json").read_text())
+    assert results["images"] == 2 and results["heads"] == "vote" and list(results["jaccard"]) == ["attention"]
 
 
 def test_objects_on_a_folder_without_masks_and_bad_inputs(weights, tmp_path, capsys):
