@@ -1,0 +1,88 @@
+"""Reading tensor files without running code from them, and writing safetensors atomically.
+
+``.pth`` files are read with ``torch.load(weights_only=True)``: only tensors, plain containers and
+numbers are rebuilt, so a file that would call arbitrary Python on unpickling is refused before
+anything runs. The one class allowed besides is ``argparse.Namespace``, which DINO v1 stores as
+``args`` in its training checkpoints (rebuilding it only sets attributes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import struct
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ...errors import WeightsError
+from ...io import atomic_write
+
+_ST_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+def read_torch_file(path: str | os.PathLike) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with errors that name the file and the fix."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = next((ln.strip() for ln in str(e).splitlines() if "global" in ln.lower()), str(e).splitlines()[0])
+        raise WeightsError(
+            f"{path}: refused to load: the file contains Python objects that would run code when unpickled "
+            f"({reason}). dinolab only reads tensors (torch.load with weights_only=True) and never executes a "
+            f"weights file. Fix: if you trust the file, re-save just its state dict in a trusted environment "
+            f"(torch.save(model.state_dict(), 'clean.pth')) or convert it to safetensors") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise WeightsError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                           f"check that the download is complete and that this is a .pth/.pt checkpoint") from None
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Return ``(tensors, metadata)`` of a safetensors file (tensors on CPU)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{path}: not a readable safetensors file ({e}); check that the file is complete") from None
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
+                      metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``tensors`` to ``path`` in the safetensors layout, atomically and one tensor at a time.
+
+    Unlike ``safetensors.torch.save`` this never holds a second copy of the whole model in memory.
+    Layout: little-endian u64 header length, JSON header (names, dtypes, shapes, byte offsets, padded
+    to 8 bytes), then the raw little-endian tensor bytes in header order.
+    """
+    names = sorted(tensors)
+    header: dict[str, Any] = {}
+    offset = 0
+    for name in names:
+        t = tensors[name]
+        if t.dtype not in _ST_DTYPES:
+            raise WeightsError(f"cannot write tensor {name!r} of dtype {t.dtype} to safetensors")
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with atomic_write(Path(path), "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for name in names:
+            t = tensors[name].detach().to("cpu").contiguous()
+            if t.numel():
+                f.write(t.reshape(-1).view(torch.uint8).numpy().data)
