@@ -1,0 +1,556 @@
+"""Typed training configuration: dataclass defaults, YAML files, dotted ``key=value`` overrides.
+
+The sections follow the DINOv2 code base (``model``, ``data``, ``crops``, ``dino``, ``ibot``,
+``koleo``, ``gram``, ``distill``, ``teacher``, ``optim``, ``train``, ``eval``, ``monitor``). The
+dataclass defaults are the official DINO v1 ViT-S/16 recipe; a YAML file (or a packaged preset
+named without ``.yaml``, see ``dinolab/configs/``) is merged over them, then the command-line
+overrides. ``dinolab train`` with no file uses the packaged ``default`` preset (a small ViT on
+``builtin:digits``).
+
+Errors name the key, the value and the fix:
+
+- an unknown key suggests the closest valid one (``optim.lr_rate`` -> ``optim.lr``);
+- a value of the wrong type names the expected type;
+- impossible combinations (crop size not a multiple of the patch size, a local crop larger than
+  the global crop, a batch smaller than the number of processes, ...) are rejected by
+  :func:`validate` before any data is read.
+
+Examples:
+    >>> cfg = load_config("default", ["optim.lr=1e-3", "crops.local_crops_number=4"])
+    >>> cfg.optim.lr, cfg.crops.local_crops_number, cfg.data.source
+    (0.001, 4, 'builtin:digits')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+
+from ..errors import ConfigError
+
+PRESET_PACKAGE = "dinolab.configs"
+DEFAULT_PRESET = "default"
+
+
+@dataclass
+class ModelConfig:
+    """The backbone (student and teacher share the architecture)."""
+
+    arch: str = "vit_small"  # any name of dinolab.create_model
+    patch_size: int | None = None  # None: the arch's
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    drop_path_rate: float = 0.1  # student only; the teacher has none
+    drop_path_uniform: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # any other VisionTransformer keyword
+    pretrained: str | None = None  # initialise both backbones from weights load_model reads
+
+
+@dataclass
+class DataConfig:
+    source: str | None = None  # folder, class-per-subfolder folder, .txt list or builtin:...
+    root: str | None = None  # root for relative paths of a .txt list
+    load_size: int | None = None  # shorter side after decoding; None: 2 x global crop size
+    max_aspect: float = 2.0
+    num_workers: int | None = None  # None: 0 for built-in sets, else min(8, CPUs)
+    max_bad_fraction: float = 0.05  # stop when more than this share of files is unreadable
+    val_source: str | None = None  # labelled images for k-NN queries
+    val_fraction: float = 0.2  # without val_source, labelled data is split (stratified) for k-NN
+    split_seed: int = 0
+
+
+@dataclass
+class CropsConfig:
+    global_crops_size: int = 224
+    global_crops_scale: tuple[float, float] = (0.4, 1.0)
+    local_crops_number: int = 8
+    local_crops_size: int = 96
+    local_crops_scale: tuple[float, float] = (0.05, 0.4)
+    options: dict[str, Any] = field(default_factory=dict)  # any other MultiCrop keyword (jitter, blur, ...)
+
+
+@dataclass
+class DinoConfig:
+    loss_weight: float = 1.0
+    out_dim: int = 65536  # prototypes K
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    head_nlayers: int = 3
+    use_bn_in_head: bool = False
+    norm_last_layer: bool = True
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
+    centering: Literal["softmax", "sinkhorn_knopp"] = "softmax"
+
+
+@dataclass
+class IbotConfig:
+    loss_weight: float = 0.0  # > 0 enables the objective
+    mask_sample_probability: float = 0.5
+    mask_ratio_min_max: tuple[float, float] = (0.1, 0.5)
+    separate_head: bool = False
+
+
+@dataclass
+class KoleoConfig:
+    loss_weight: float = 0.0
+
+
+@dataclass
+class GramConfig:
+    loss_weight: float = 0.0
+
+
+@dataclass
+class DistillConfig:
+    teacher: str | None = None  # weights of a frozen teacher (load_model); None: EMA teacher
+
+
+@dataclass
+class TeacherConfig:
+    momentum_teacher: float = 0.996
+    final_momentum_teacher: float = 1.0
+    warmup_teacher_temp: float = 0.04
+    teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 0
+    temp_schedule: Literal["epoch", "iteration"] = "epoch"  # DINO v1 steps per epoch, DINOv2 per iteration
+
+
+@dataclass
+class OptimConfig:
+    optimizer: Literal["adamw"] = "adamw"
+    lr: float = 0.0005  # base lr, scaled by scaling_rule with train.batch_size
+    scaling_rule: Literal["linear_wrt_256", "sqrt_wrt_1024", "none"] = "linear_wrt_256"
+    min_lr: float = 1e-6
+    warmup_epochs: float = 10
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_grad: float = 3.0  # 0 disables
+    clip_mode: Literal["per_param", "global"] = "per_param"  # DINO v1 clips each tensor separately
+    freeze_last_layer_epochs: float = 1
+    layerwise_decay: float = 1.0  # DINOv2: 0.9
+    patch_embed_lr_mult: float = 1.0  # DINOv2: 0.2
+    decay_tokens: bool = True  # weight-decay cls/pos/register/mask tokens (as DINO v1 and DINOv2)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 512  # images per optimizer step, over all processes and accumulation steps
+    accumulate: int = 1  # micro-batches per optimizer step
+    epoch_length: int | None = None  # iterations per epoch; None: one pass over the data
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    checkpoint_every: int = 0  # iterations between checkpoints (0: at the end of each epoch only)
+    max_nonfinite_steps: int = 20  # stop after this many non-finite steps in a row
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    knn_every: int = 1  # epochs between k-NN evaluations (0: only at the end; -1: never)
+    knn_k: list[int] = field(default_factory=lambda: [10, 20])
+    knn_temperature: float = 0.07
+    image_size: int | None = None  # None: the global crop size
+    batch_size: int = 256
+
+
+@dataclass
+class MonitorConfig:
+    collapse_patience: int = 100  # steps a collapse signature must last before the warning
+    uniform_entropy_ratio: float = 0.95  # teacher entropy above this share of ln K: uniform collapse
+    min_prototype_perplexity: float = 2.0  # batch-mean perplexity below this: one-prototype collapse
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    crops: CropsConfig = field(default_factory=CropsConfig)
+    dino: DinoConfig = field(default_factory=DinoConfig)
+    ibot: IbotConfig = field(default_factory=IbotConfig)
+    koleo: KoleoConfig = field(default_factory=KoleoConfig)
+    gram: GramConfig = field(default_factory=GramConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of YAML-safe values (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        """Block-style YAML (one key per line, lists inline), readable by :func:`load_config`."""
+        return yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+
+
+# ------------------------------------------------------------------------------------------------
+# building a Config from dicts
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema, e.g. ``optim.lr``."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        name = prefix + f.name
+        sub = typing.get_type_hints(cls)[f.name]
+        keys += valid_keys(sub, name + ".") if dataclasses.is_dataclass(sub) else [name]
+    return keys
+
+
+def _unknown_key(key: str, where: str) -> ConfigError:
+    keys = valid_keys()
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+    if not close:  # a misspelt last part in the right section, or a right name in the wrong section
+        last = key.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(last, [k.rsplit(".", 1)[-1] for k in keys], n=1, cutoff=0.6)
+        close = [k for k in keys if close and k.endswith("." + close[0])][:1]
+    hint = f"; did you mean {close[0]}?" if close else "; `dinolab train --print-config` lists every key"
+    return ConfigError(f"unknown config key {key!r}{where}{hint}")
+
+
+_PLURAL = {int: "integers", float: "numbers", bool: "booleans", str: "strings"}
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        return f"a list of {len(args)} {_PLURAL.get(args[0], str(args[0]))}"
+    if origin is list:
+        return f"a list of {_PLURAL.get(typing.get_args(tp)[0], 'values')}"
+    if origin is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """``value`` converted to type ``tp`` (ints to floats, number strings such as ``1e-3`` to floats)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a)
+            except _Mismatch:
+                pass
+        raise _Mismatch
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise _Mismatch
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        args = typing.get_args(tp)
+        if origin is tuple:
+            if len(value) != len(args):
+                raise _Mismatch
+            return tuple(_coerce(v, a) for v, a in zip(value, args))
+        return [_coerce(v, args[0]) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise _Mismatch from None
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise _Mismatch
+    if tp is Any:
+        return value
+    raise TypeError(f"unsupported config type {tp!r}")
+
+
+def _merge_into(obj: Any, values: dict[str, Any], prefix: str, where: str) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '(top level)'}{where} must be a mapping "
+                          f"of keys to values, got {values!r}")
+    hints = typing.get_type_hints(type(obj))
+    for key, value in values.items():
+        name = prefix + str(key)
+        if key not in hints:
+            while isinstance(value, dict) and len(value) == 1:  # report the whole dotted key of an override
+                key, value = next(iter(value.items()))
+                name += f".{key}"
+            raise _unknown_key(name, where)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            _merge_into(getattr(obj, key), value if value is not None else {}, name + ".", where)
+            continue
+        try:
+            setattr(obj, key, _coerce(value, tp))
+        except _Mismatch:
+            choices = typing.get_args(tp) if typing.get_origin(tp) is Literal else ()
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{name}={value!r}{where} has the wrong type: expected {_type_name(tp)}{hint}") from None
+
+
+def merge(config: Config, values: dict[str, Any], where: str = "") -> Config:
+    """Merge a nested dict of values into ``config`` (in place; also returned)."""
+    _merge_into(config, values or {}, "", where)
+    return config
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"optim.lr=1e-3"`` -> ``("optim.lr", 0.001)``; the value is read as a YAML scalar or list."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. optim.lr=1e-3)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({e.problem}); quote it") from None
+    return key, value
+
+
+def _nest(key: str, value: Any) -> dict[str, Any]:
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
+    for text in overrides:
+        key, value = parse_override(text)
+        merge(config, _nest(key, value), where=" (command line)")
+    return config
+
+
+# ------------------------------------------------------------------------------------------------
+# files and presets
+
+
+def list_presets() -> list[str]:
+    """Names of the packaged presets (``dinolab/configs/*.yaml``)."""
+    return sorted(p.name[:-5] for p in resources.files(PRESET_PACKAGE).iterdir() if p.name.endswith(".yaml"))
+
+
+def read_yaml(source: str | os.PathLike) -> tuple[dict[str, Any], str]:
+    """The dict in a YAML file or packaged preset, and a description of where it came from."""
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists() or os.sep in str(source):
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; give a YAML file or one of the presets: "
+                              + ", ".join(list_presets()))
+        text, where = path.read_text(), f" (in {path})"
+    else:
+        name = str(source)
+        if name not in list_presets():
+            close = difflib.get_close_matches(name, list_presets(), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"{name!r} is neither a config file nor a preset; {hint}presets: "
+                              + ", ".join(list_presets()))
+        text, where = resources.files(PRESET_PACKAGE).joinpath(name + ".yaml").read_text(), f" (in preset {name})"
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse{where}: {e}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"the config{where} must be a mapping of sections, got {type(values).__name__}")
+    return values, where
+
+
+def load_config(source: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults, then the YAML file or preset ``source`` (None: the ``default`` preset), then ``overrides``."""
+    values, where = read_yaml(DEFAULT_PRESET if source is None else source)
+    config = merge(Config(), values, where)
+    return apply_overrides(config, overrides)
+
+
+def config_from_dict(values: dict[str, Any], where: str = "") -> Config:
+    """A Config from a (possibly partial) nested dict merged over the defaults."""
+    return merge(Config(), values, where)
+
+
+def save_config(config: Config, path: str | os.PathLike) -> None:
+    from ..io import atomic_save_text
+
+    atomic_save_text(path, config.to_yaml())
+
+
+# ------------------------------------------------------------------------------------------------
+# impossible combinations
+
+
+def _check_options(key: str, options: dict[str, Any], module: str, name: str, exclude: Sequence[str]) -> None:
+    """Keys of a free-form ``options`` mapping must be keyword arguments of ``module.name``."""
+    import importlib
+    import inspect
+
+    target = getattr(importlib.import_module(module), name)
+    allowed = [p for p in inspect.signature(target.__init__).parameters if p not in ("self", *exclude)]
+    for option in options:
+        if option in exclude:
+            raise ConfigError(f"{key}.{option} has its own key; set it there instead of in {key}")
+        if option not in allowed:
+            close = difflib.get_close_matches(option, allowed, n=1)
+            hint = f"did you mean {key}.{close[0]}? " if close else ""
+            raise ConfigError(f"unknown option {key}.{option}; {hint}{name} accepts: {', '.join(allowed)}")
+
+
+def validate(config: Config, world_size: int = 1) -> list[str]:
+    """Reject impossible settings (``ConfigError`` naming the key and the fix); return warnings."""
+    c, warnings = config, []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    need(c.data.source is not None, "data.source is not set; give the training images, e.g. data.source=path/to/images "
+                                    "(a folder, a class-per-subfolder folder, a .txt list, or builtin:digits)")
+    t, cr, o, m = c.train, c.crops, c.optim, c.model
+    need(t.epochs >= 1, f"train.epochs={t.epochs} must be at least 1")
+    need(t.accumulate >= 1, f"train.accumulate={t.accumulate} must be at least 1")
+    need(t.batch_size >= world_size, f"train.batch_size={t.batch_size} is smaller than the number of processes "
+                                     f"({world_size}); every process needs at least one image: raise train.batch_size")
+    need(t.batch_size % (world_size * t.accumulate) == 0,
+         f"train.batch_size={t.batch_size} must be divisible by processes x train.accumulate "
+         f"({world_size} x {t.accumulate}); set train.batch_size to a multiple of {world_size * t.accumulate}")
+    need(t.epoch_length is None or t.epoch_length >= 1, f"train.epoch_length={t.epoch_length} must be at least 1")
+    need(t.max_nonfinite_steps >= 1, f"train.max_nonfinite_steps={t.max_nonfinite_steps} must be at least 1")
+    need(t.checkpoint_every >= 0, f"train.checkpoint_every={t.checkpoint_every} must be >= 0")
+
+    from ..models.presets import preset_config
+
+    arch_patch = preset_config(m.arch).get("patch_size")  # also rejects an unknown arch, suggesting the closest
+    patch = m.patch_size if m.patch_size is not None else arch_patch
+    if patch is not None:
+        need(patch >= 1, f"model.patch_size={patch} must be positive")
+        for key in ("global_crops_size", "local_crops_size"):
+            size = getattr(cr, key)
+            if key == "local_crops_size" and cr.local_crops_number == 0:
+                continue
+            need(size % patch == 0 and size >= patch,
+                 f"crops.{key}={size} is not a multiple of model.patch_size={patch}; use e.g. "
+                 f"crops.{key}={max(patch, size // patch * patch)}")
+    _check_options("model.options", m.options, "dinolab.models.vit", "VisionTransformer",
+                   exclude=("patch_size", "embed_dim", "depth", "num_heads", "drop_path_rate",
+                            "drop_path_uniform"))
+    _check_options("crops.options", cr.options, "dinolab.data.multicrop", "MultiCrop",
+                   exclude=("global_size", "local_size", "n_local", "global_scale", "local_scale"))
+    need(cr.local_crops_number >= 0, f"crops.local_crops_number={cr.local_crops_number} must be >= 0")
+    need(cr.local_crops_number == 0 or cr.local_crops_size <= cr.global_crops_size,
+         f"crops.local_crops_size={cr.local_crops_size} is larger than crops.global_crops_size="
+         f"{cr.global_crops_size}; local crops are the small views: lower crops.local_crops_size")
+    for key in ("global_crops_scale", "local_crops_scale"):
+        lo, hi = getattr(cr, key)
+        need(0 < lo <= hi <= 1, f"crops.{key}={[lo, hi]} must satisfy 0 < min <= max <= 1")
+    if c.data.load_size is not None:
+        need(c.data.load_size >= cr.global_crops_size // 2,
+             f"data.load_size={c.data.load_size} is far smaller than crops.global_crops_size={cr.global_crops_size}; "
+             f"raise data.load_size or leave it unset")
+    need(0 <= c.data.max_bad_fraction <= 1, f"data.max_bad_fraction={c.data.max_bad_fraction} must be in [0, 1]")
+    need(0 <= c.data.val_fraction < 1, f"data.val_fraction={c.data.val_fraction} must be in [0, 1)")
+
+    d = c.dino
+    need(d.out_dim >= 1, f"dino.out_dim={d.out_dim} must be positive")
+    need(d.student_temp > 0, f"dino.student_temp={d.student_temp} must be positive")
+    need(0 <= d.center_momentum < 1, f"dino.center_momentum={d.center_momentum} must be in [0, 1)")
+    need(d.head_nlayers >= 1, f"dino.head_nlayers={d.head_nlayers} must be at least 1")
+    need(d.loss_weight > 0, f"dino.loss_weight={d.loss_weight}: the DINO objective is the training signal of "
+                            f"this trainer; keep a positive weight")
+    for section in ("ibot", "koleo", "gram"):
+        weight = getattr(c, section).loss_weight
+        need(weight == 0, f"{section}.loss_weight={weight}: the {section} objective is not available yet "
+                          f"(DINOv2/v3 objectives are planned); set {section}.loss_weight=0")
+    need(c.distill.teacher is None, "distill.teacher is not available yet (distillation is planned); "
+                                    "remove distill.teacher")
+
+    te = c.teacher
+    need(te.teacher_temp > 0 and te.warmup_teacher_temp > 0, "teacher.teacher_temp and teacher.warmup_teacher_temp "
+                                                             "must be positive")
+    need(0 <= te.momentum_teacher <= 1 and 0 <= te.final_momentum_teacher <= 1,
+         "teacher.momentum_teacher and teacher.final_momentum_teacher must be in [0, 1]")
+    need(te.warmup_teacher_temp_epochs >= 0, f"teacher.warmup_teacher_temp_epochs={te.warmup_teacher_temp_epochs} "
+                                             f"must be >= 0")
+    if te.warmup_teacher_temp_epochs > t.epochs:
+        warnings.append(f"teacher.warmup_teacher_temp_epochs={te.warmup_teacher_temp_epochs} is longer than "
+                        f"train.epochs={t.epochs}: the teacher temperature never reaches teacher.teacher_temp")
+    for key in ("teacher_temp", "warmup_teacher_temp"):
+        value = getattr(te, key)
+        if value > 0.1:
+            warnings.append(f"teacher.{key}={value} is above 0.1; the DINO authors found values above 0.07 "
+                            f"unstable (risk of collapse): try 0.04-0.07")
+
+    need(o.lr >= 0 and o.min_lr >= 0, "optim.lr and optim.min_lr must be >= 0")
+    need(o.warmup_epochs >= 0, f"optim.warmup_epochs={o.warmup_epochs} must be >= 0")
+    if o.warmup_epochs > t.epochs:
+        warnings.append(f"optim.warmup_epochs={o.warmup_epochs} is longer than train.epochs={t.epochs}: the "
+                        f"learning rate never reaches its peak")
+    need(o.freeze_last_layer_epochs >= 0, f"optim.freeze_last_layer_epochs={o.freeze_last_layer_epochs} must be >= 0")
+    need(o.clip_grad >= 0, f"optim.clip_grad={o.clip_grad} must be >= 0 (0 disables clipping)")
+    need(0 < o.layerwise_decay <= 1, f"optim.layerwise_decay={o.layerwise_decay} must be in (0, 1]")
+    need(o.patch_embed_lr_mult >= 0, f"optim.patch_embed_lr_mult={o.patch_embed_lr_mult} must be >= 0")
+
+    e = c.eval
+    need(e.knn_every >= -1, f"eval.knn_every={e.knn_every} must be >= -1 (-1 never, 0 only at the end)")
+    need(all(k >= 1 for k in e.knn_k) and len(e.knn_k) > 0, f"eval.knn_k={e.knn_k} must list positive integers")
+    need(e.image_size is None or patch is None or e.image_size % patch == 0,
+         f"eval.image_size={e.image_size} is not a multiple of model.patch_size={patch}")
+    need(c.monitor.collapse_patience >= 1, f"monitor.collapse_patience={c.monitor.collapse_patience} must be >= 1")
+    return warnings
