@@ -1,0 +1,63 @@
+"""The optimizer side of a step: AdamW over the parameter groups, scheduled lr/wd, clipping, frozen prototypes.
+
+- :func:`build_optimizer`: AdamW over :func:`~dinolab.train.param_groups.param_groups`.
+- :func:`apply_schedule`: ``lr = lr_now·lr_multiplier``, ``weight_decay = wd_now·wd_multiplier`` per group.
+- :func:`clip_gradients`: DINO v1 clips each parameter tensor separately (its gradient norm is
+  capped at ``max_norm``: ``g *= max_norm / (‖g‖ + 1e-6)`` when that factor is below 1);
+  ``mode="global"`` clips the norm of all gradients together (``clip_grad_norm_``). Returns the
+  global norm before clipping, or a non-finite value when some gradient is NaN/inf.
+- :func:`drop_last_layer_grads`: the prototypes stay frozen during the first epoch(s) by dropping
+  their gradients (``grad = None``: AdamW neither updates nor decays them), as DINO v1.
+
+Examples:
+    >>> w = torch.nn.Parameter(torch.zeros(2)); w.grad = torch.tensor([3.0, 4.0])
+    >>> float(clip_gradients([w], 1.0)), [round(v, 4) for v in w.grad.tolist()]
+    (5.0, [0.6, 0.8])
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .config import Config
+from .param_groups import param_groups
+
+
+def build_optimizer(student: nn.Module, config: Config) -> torch.optim.Optimizer:
+    o = config.optim
+    groups = param_groups(student, layerwise_decay=o.layerwise_decay, patch_embed_lr_mult=o.patch_embed_lr_mult,
+                          decay_tokens=o.decay_tokens)
+    return torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0, betas=tuple(o.betas))
+
+
+def apply_schedule(optimizer: torch.optim.Optimizer, lr: float, wd: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_multiplier", 1.0)
+        group["weight_decay"] = wd * group.get("wd_multiplier", 1.0)
+
+
+def clip_gradients(params: Iterable[nn.Parameter], max_norm: float, mode: str = "per_param") -> torch.Tensor:
+    """Clip gradients in place (``max_norm <= 0``: no clipping); returns the total norm before clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norms = torch._foreach_norm(grads)
+    total = torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
+    if max_norm > 0 and torch.isfinite(total):
+        if mode == "global":
+            coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+            torch._foreach_mul_(grads, coef.to(grads[0].dtype))
+        else:  # a factor of exactly 1 leaves the tensors that are within the bound unchanged
+            coefs = torch.clamp(max_norm / (torch.stack(norms).float() + 1e-6), max=1.0)
+            torch._foreach_mul_(grads, [c.to(g.dtype) for c, g in zip(coefs.unbind(), grads)])
+    return total
+
+
+def drop_last_layer_grads(optimizer: torch.optim.Optimizer) -> None:
+    for group in optimizer.param_groups:
+        if group.get("is_last_layer"):
+            for p in group["params"]:
+                p.grad = None
