@@ -1,0 +1,70 @@
+"""``metrics.jsonl``: one JSON object per line, one line per training step or evaluation.
+
+Every record carries ``step``, the number of optimizer iterations completed when it was written
+(a training step's record has ``step = iteration + 1``; an evaluation after ``n`` iterations has
+``step = n``). Lines are flushed as they are written, so a killed run loses at most the line being
+written. On resume, :meth:`MetricsLog.truncate` drops every record past the checkpoint's
+iteration (and a torn last line), so the log of a resumed run has each step exactly once.
+
+Examples:
+    >>> log = MetricsLog("runs/x/metrics.jsonl")            # doctest: +SKIP
+    >>> log.write({"step": 1, "loss": 8.3}); log.close()    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic_save_text
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # JSON has no NaN/inf; keep them readable
+    return v
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All complete records of a ``metrics.jsonl`` (a torn or damaged line is skipped)."""
+    records = []
+    p = Path(path)
+    if not p.exists():
+        return records
+    for line in p.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+class MetricsLog:
+    """Append-only JSON-lines log with ``truncate(step)`` for resuming."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._file = None
+
+    def truncate(self, step: int) -> None:
+        """Keep only the records with ``step <= step`` (rewritten atomically)."""
+        kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= step]
+        self.close()
+        atomic_save_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a")
+        self._file.write(json.dumps({k: _json_value(v) for k, v in record.items()}) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
