@@ -27,17 +27,20 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def grid_size(height: int, width: int, patch_size: int, image_size: int = 224) -> tuple[int, int]:
+def grid_size(height: int, width: int, patch_size: int, image_size: int = 224, max_aspect: float = 4.0
+              ) -> tuple[int, int]:
     """Pixel size ``(H', W')`` with the shorter side about ``image_size``, both multiples of ``patch_size``.
 
     The aspect ratio is kept up to rounding each side to the nearest multiple of the patch size
-    (at least one patch).
+    (at least one patch). The longer side is capped at ``max_aspect * image_size`` so that a
+    panorama or a 1-pixel strip cannot ask for an enormous attention matrix; such images are
+    shrunk further (their shorter side then ends below ``image_size``).
 
     Examples:
         >>> grid_size(480, 640, 16, 224)
         (224, 304)
     """
-    scale = image_size / min(height, width)
+    scale = min(image_size / min(height, width), max_aspect * image_size / max(height, width))
     return (max(1, round(height * scale / patch_size)) * patch_size,
             max(1, round(width * scale / patch_size)) * patch_size)
 

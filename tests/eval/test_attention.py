@@ -95,6 +95,8 @@ def test_grid_size_and_prepare_image():
     # shorter side -> 224; 640 * 224 / 480 = 298.7 -> 18.7 patches -> 19 * 16 = 304
     assert grid_size(480, 640, 16, 224) == (224, 304)
     assert grid_size(100, 100, 14, 224) == (224, 224)
+    # a 1×500 strip: the longer side is capped at 4 × 32 = 128, the shorter side is one patch
+    assert grid_size(1, 500, 8, 32) == (8, 128)
     img = torch.full((3, 30, 45), 128, dtype=torch.uint8)
     resized, x = prepare_image(img, 8, 32)
     assert resized.shape == (3, 32, 48) and resized.dtype == torch.uint8
