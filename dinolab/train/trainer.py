@@ -528,6 +528,8 @@ class Trainer:
         if stopped:
             _say(f"stopped by {stopped} at step {done}; checkpoint saved. Continue with: "
                  f"dinolab train --resume {self.run_dir}")
+        elif done == start:
+            _say(f"{self.run_dir} already finished its {total} steps; raise train.epochs to train longer")
         elif self.last_knn is not None and self.rank == 0:
             knn_random = self.knn_random_init()
             k = 20 if 20 in self.last_knn else max(self.last_knn)

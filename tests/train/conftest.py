@@ -25,3 +25,9 @@ def tiny_config(*overrides: str) -> Config:
 def tiny():
     """``tiny(*overrides)`` -> the tiny Config with extra ``key=value`` overrides."""
     return tiny_config
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides():
+    """The tiny config as command-line ``key=value`` overrides of the default preset."""
+    return list(TINY)

@@ -1,0 +1,35 @@
+"""SIGTERM during training: the step finishes, a checkpoint is saved, the process exits cleanly (143)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from dinolab.train.checkpoint import load_checkpoint
+from dinolab.train.metrics_log import read_metrics
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path, tiny_overrides):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "dinolab", "train", *tiny_overrides, "train.epochs=1000", "--out", str(run)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 240
+        while len(read_metrics(run / "metrics.jsonl")) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "training did not start"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "SIGTERM received" in err and f"dinolab train --resume {run}" in out
+    state = load_checkpoint(run)
+    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+    assert state["iteration"] == steps[-1] >= 2  # the checkpoint holds every logged step
