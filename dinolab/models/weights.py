@@ -110,7 +110,7 @@ def export_official(model: VisionTransformer, path: str | os.PathLike, *, overwr
     ``.pth`` gets ``torch.save`` of a flat state dict (loads with the official code and
     ``weights_only=True``); ``.safetensors`` gets the same keys in safetensors.
     """
-    p = Path(path)
+    p, model = Path(path), dinolab_format.unwrap(model)
     if p.exists() and not overwrite:
         raise WeightsError(f"{p} already exists; choose another path or pass overwrite=True (--force)")
     sd = official.from_canonical({k: v.detach().cpu() for k, v in model.state_dict().items()}, model.config)

@@ -200,6 +200,16 @@ def test_dinov2_in_memory_names_and_bin_weights_are_read(tmp_path):
     assert rel_err(tokens(model, x), hf_tokens(hf_model, x)) <= TOL
 
 
+def test_lone_hf_safetensors_without_config_is_inferred(tmp_path):
+    hf_model = hf_dinov2(registers=True)
+    hf_model.save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / "model.safetensors").rename(tmp_path / "weights.safetensors")
+    model = dinolab.load_model(tmp_path / "weights.safetensors", num_heads=HEADS)
+    assert (model.pos_embed_resize, model.interpolate_antialias, model.img_size) == ("hf", True, 224)
+    x = images(168, 252)
+    assert rel_err(tokens(model, x), hf_tokens(hf_model, x)) <= TOL
+
+
 # --- DINOv3 -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("gated", [False, True])
@@ -239,6 +249,14 @@ def test_dinov3_in_memory_names_are_read(tmp_path):
     save_file(sd, folder / "model.safetensors")
     x = images(160, 256)
     assert rel_err(tokens(dinolab.load_model(folder), x), hf_tokens(hf_model, x)) <= TOL
+
+
+def test_sharded_hf_folder_is_read(tmp_path):
+    hf_model = hf_dinov3(gated=True)
+    hf_model.save_pretrained(tmp_path / "hf", max_shard_size="40KB")
+    assert (tmp_path / "hf" / "model.safetensors.index.json").exists()
+    x = images(224, 224)
+    assert rel_err(tokens(dinolab.load_model(tmp_path / "hf"), x), hf_tokens(hf_model, x)) <= TOL
 
 
 # --- export to HF ---------------------------------------------------------------------------------

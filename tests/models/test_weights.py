@@ -77,6 +77,19 @@ def test_save_model_refuses_to_overwrite(tmp_path):
     assert torch.equal(outputs(dinolab.load_model(tmp_path / "m")), outputs(b))
 
 
+def test_save_model_unwraps_compiled_or_ddp_style_wrappers(tmp_path):
+    class Wrapper(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    model = tiny()
+    dinolab.save_model(Wrapper(model), tmp_path / "m")
+    assert torch.equal(outputs(dinolab.load_model(tmp_path / "m")), outputs(model))
+    with pytest.raises(WeightsError, match="VisionTransformer"):
+        dinolab.save_model(DINOHead(8, 4), tmp_path / "head")
+
+
 def test_pos_embed_resize_override_and_architecture_overrides(tmp_path):
     dinolab.save_model(tiny(), tmp_path / "m")
     m = dinolab.load_model(tmp_path / "m", pos_embed_resize="hf", drop_path_rate=0.2)

@@ -54,9 +54,20 @@ def is_dinolab_file(path: Path) -> bool:
     return False
 
 
+def unwrap(model: torch.nn.Module) -> VisionTransformer:
+    """The :class:`VisionTransformer` inside DDP/FSDP (``.module``) or ``torch.compile`` (``._orig_mod``) wrappers."""
+    while not isinstance(model, VisionTransformer) and (hasattr(model, "module") or hasattr(model, "_orig_mod")):
+        model = getattr(model, "_orig_mod", None) or model.module
+    if not isinstance(model, VisionTransformer):
+        raise WeightsError(f"expected a dinolab VisionTransformer, got {type(model).__name__}; save the backbone "
+                           f"(e.g. model.backbone), not a wrapper or a head")
+    return model
+
+
 def save(model: VisionTransformer, path: str | Path, *, overwrite: bool = False,
          metadata: Mapping[str, Any] | None = None) -> Path:
     """Write ``model`` (weights + architecture); returns the ``.safetensors`` path."""
+    model = unwrap(model)
     st, js = paths_for(path)
     if not overwrite:
         for f in (st, js):

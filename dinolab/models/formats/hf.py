@@ -30,6 +30,7 @@ from ...errors import WeightsError
 from ...io import atomic_save_text
 from ..layers import swiglu_hidden_dim
 from ..presets import preset_config
+from .dinolab_format import unwrap
 from .infer import FAMILY_PRESETS, mlp_ratio, swiglu_ratio
 from .tensor_files import read_safetensors, read_torch_file, write_safetensors
 
@@ -249,6 +250,7 @@ def export_hf(model: torch.nn.Module, folder: str | Path, *, overwrite: bool = F
     if not overwrite and any(t.exists() for t in targets):
         raise WeightsError(f"{folder} already holds a Hugging Face model; choose another folder or pass "
                            f"overwrite=True (--force on the command line)")
+    model = unwrap(model)
     sd, hf_cfg = canonical_to_hf(model.state_dict(), model.config)
     write_safetensors(targets[1], sd, {"format": "pt"})
     atomic_save_text(targets[0], json.dumps(hf_cfg, indent=2, sort_keys=True) + "\n")
