@@ -42,6 +42,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the mode a plain open() would
         os.replace(tmp, p)
         _fsync_dir(p.parent)
     except OSError as e:
@@ -63,6 +64,12 @@ def atomic_save_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_save_text(path: str | os.PathLike, text: str) -> None:
     with atomic_write(path, "w") as f:
         f.write(text)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(d: Path) -> None:

@@ -40,3 +40,14 @@ def test_check_writable_refuses_existing_without_force(tmp_path):
     with pytest.raises(DinolabError, match="--force"):
         check_writable(p)
     assert check_writable(p, force=True) == p
+
+
+def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        atomic_save_text(tmp_path / "report.html", "<html></html>")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
