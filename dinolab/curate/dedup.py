@@ -1,0 +1,295 @@
+"""Near-duplicate removal: k-NN graph, cosine threshold, connected components, keep one per group.
+
+This follows the self-deduplication of LVD-142M (DINOv2 paper, §3 and App. A): link every image
+to those of its ``k`` nearest neighbours (k=64) whose cosine similarity reaches a threshold, take
+the connected components of that graph with a disjoint-set forest, and keep one image per
+component. Relative deduplication (``against``) then removes every component that holds an image
+close to an evaluation image, so a pretraining set does not leak test images.
+
+Thresholds depend on the embedding space:
+
+- **Copy-detection embeddings** (SSCD, as in LVD-142M): self 0.6, relative 0.45
+  (:data:`SSCD_THRESHOLD`, :data:`SSCD_AGAINST_THRESHOLD`). Copy-detection models are trained
+  so that edited copies are close and *different* photos of the same thing are far.
+- **DINO embeddings** (what ``dinolab embed`` writes): semantic. Two different photos of the same
+  breed of dog commonly reach cosine 0.6-0.8 in a DINO CLS space, so 0.6 would merge them. The
+  defaults here are :data:`DINO_THRESHOLD` and :data:`DINO_AGAINST_THRESHOLD`, to be calibrated
+  with ``bench/bench_curate.py planted`` (it prints recall and false-group rate per threshold).
+
+Which image a group keeps is deterministic: ``keep="largest"`` keeps the member with the most
+pixels (image headers are read, not decoded), then the largest file, then the first in input order;
+``keep="first"`` keeps the member that comes first in the input order. Rows whose paths are not
+readable files count as 0 pixels, so ``"largest"`` falls back to input order.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from .knn import knn_pairs
+from .store import EmbeddingStore
+
+SSCD_THRESHOLD = 0.6
+SSCD_AGAINST_THRESHOLD = 0.45
+DINO_THRESHOLD = 0.9
+DINO_AGAINST_THRESHOLD = 0.8
+THRESHOLDS = {"dino": (DINO_THRESHOLD, DINO_AGAINST_THRESHOLD), "sscd": (SSCD_THRESHOLD, SSCD_AGAINST_THRESHOLD)}
+DEFAULT_K = 64
+
+
+class DisjointSet:
+    """Union-find forest over ``n`` items, with vectorised unions of many edges at once.
+
+    Roots are always the smallest index of their set, so component labels do not depend on
+    the order in which edges arrive.
+
+    Examples:
+        >>> ds = DisjointSet(5)
+        >>> ds.union_many(np.array([0, 3]), np.array([1, 4]))
+        >>> ds.find_all().tolist()
+        [0, 0, 2, 3, 3]
+    """
+
+    def __init__(self, n: int) -> None:
+        self.parent = np.arange(n, dtype=np.int64)
+
+    def find_all(self) -> np.ndarray:
+        """The root of every item (N int64), compressing all paths."""
+        p = self.parent
+        while True:
+            pp = p[p]
+            if np.array_equal(pp, p):
+                return p
+            p = self.parent = pp
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return int(i)
+
+    def union(self, a: int, b: int) -> None:
+        self.union_many(np.array([a]), np.array([b]))
+
+    def union_many(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Merge the sets of ``a[i]`` and ``b[i]`` for every i (a, b: E int)."""
+        a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+        while len(a):
+            roots = self.find_all()
+            ra, rb = roots[a], roots[b]
+            differ = ra != rb
+            if not differ.any():
+                return
+            a, b, ra, rb = a[differ], b[differ], ra[differ], rb[differ]
+            # hook each larger root under the smallest root it touches; parent[i] <= i always
+            # holds, so no cycle can form, and every round merges at least one pair of sets
+            np.minimum.at(self.parent, np.maximum(ra, rb), np.minimum(ra, rb))
+
+    def groups(self, min_size: int = 2) -> list[np.ndarray]:
+        """Sets with at least ``min_size`` members, each sorted, ordered by their smallest member."""
+        roots = self.find_all()
+        counts = np.bincount(roots, minlength=len(roots))
+        members = np.flatnonzero(counts[roots] >= min_size)
+        members = members[np.argsort(roots[members], kind="stable")]
+        cuts = np.flatnonzero(np.diff(roots[members])) + 1
+        return np.split(members, cuts) if len(members) else []
+
+
+@dataclass
+class DedupResult:
+    """What :func:`find_duplicates` decided, row by row.
+
+    Attributes:
+        paths: N row names.
+        keep: N bool, True for rows that stay.
+        groups: duplicate groups (≥2 members), each a sorted int64 array of row indices.
+        kept: for each group, the index of the member it keeps (-1 if the group leaked).
+        edges: E×2 int64 linked pairs (i < j) and ``edge_sims`` E float32.
+        sim_to_kept: N float32, cosine of each group member to the member its group keeps
+            (to the first member if the group leaked; NaN outside groups).
+        leaked: indices of rows within ``against_threshold`` of an evaluation image,
+            ``leak_match`` their closest evaluation row, ``leak_sim`` that similarity.
+    """
+
+    paths: list[str]
+    keep: np.ndarray
+    groups: list[np.ndarray]
+    kept: list[int]
+    edges: np.ndarray
+    edge_sims: np.ndarray
+    threshold: float
+    k: int
+    sim_to_kept: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    leaked: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    leak_match: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    leak_sim: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    against_paths: list[str] = field(default_factory=list)
+    against_threshold: float | None = None
+
+    @property
+    def kept_paths(self) -> list[str]:
+        return [p for p, k in zip(self.paths, self.keep) if k]
+
+    @property
+    def removed_paths(self) -> list[str]:
+        return [p for p, k in zip(self.paths, self.keep) if not k]
+
+    def save(self, out_dir: str | os.PathLike) -> None:
+        """Write kept.txt, removed.txt, groups.json and groups.csv into ``out_dir`` (atomically).
+
+        groups.csv has one row per member of a group or leaked row: group (-1 for a leak outside
+        any group), index, path, status (kept | duplicate | leak), similarity (to the kept member,
+        or to the evaluation image for a leak), eval_path.
+        """
+        import csv
+        import io
+        import json
+
+        from ..io import atomic_save_text
+
+        out = Path(out_dir)
+        atomic_save_text(out / "kept.txt", "".join(p + "\n" for p in self.kept_paths))
+        atomic_save_text(out / "removed.txt", "".join(p + "\n" for p in self.removed_paths))
+        rows = self._rows()
+        doc = {"threshold": self.threshold, "k": self.k, "n_images": len(self.paths), "n_kept": int(self.keep.sum()),
+               "n_removed": int((~self.keep).sum()), "against_threshold": self.against_threshold,
+               "n_leaked": int(len(self.leaked)),
+               "groups": [{"id": gi, "kept": self.paths[c] if c >= 0 else None,
+                           "members": [{"index": r[1], "path": r[2], "status": r[3], "similarity": r[4]}
+                                       for r in rows if r[0] == gi]}
+                          for gi, c in enumerate(self.kept)],
+               "leaks": [{"index": int(i), "path": self.paths[i], "eval_path": self.against_paths[j],
+                          "similarity": round(float(s), 4)}
+                         for i, j, s in zip(self.leaked, self.leak_match, self.leak_sim)]}
+        atomic_save_text(out / "groups.json", json.dumps(doc, indent=1) + "\n")
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["group", "index", "path", "status", "similarity", "eval_path"])
+        w.writerows(rows)
+        atomic_save_text(out / "groups.csv", buf.getvalue())
+
+    def _rows(self) -> list[list]:
+        """One row per group member and per leak: group, index, path, status, similarity, eval_path."""
+        leak_of = {int(i): (self.against_paths[j], float(s)) for i, j, s in zip(self.leaked, self.leak_match, self.leak_sim)}
+        rows, seen = [], set()
+        for gi, (g, c) in enumerate(zip(self.groups, self.kept)):
+            for i in g.tolist():
+                seen.add(i)
+                if i in leak_of:
+                    rows.append([gi, i, self.paths[i], "leak", round(leak_of[i][1], 4), leak_of[i][0]])
+                else:
+                    status = "kept" if i == c else ("duplicate" if c >= 0 else "leak")
+                    s = float(self.sim_to_kept[i])
+                    rows.append([gi, i, self.paths[i], status, round(s, 4), ""])
+        for i, (eval_path, s) in sorted(leak_of.items()):
+            if i not in seen:
+                rows.append([-1, i, self.paths[i], "leak", round(s, 4), eval_path])
+        return rows
+
+
+def duplicate_edges(store: EmbeddingStore, threshold: float, k: int = DEFAULT_K, **search) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of rows among each other's k nearest neighbours with cosine ≥ threshold.
+
+    Returns (E×2 int64 with i < j, unique, sorted; E float32 similarities). Only pairs above the
+    threshold are kept while searching, so memory grows with the number of duplicates, not N·k.
+    """
+    q, d, s = knn_pairs(store, store, k, min_similarity=threshold, exclude_self=True, desc="duplicate search",
+                        **search)
+    if len(q) == 0:
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
+    pairs = np.stack([np.minimum(q, d), np.maximum(q, d)], 1)
+    pairs, first = np.unique(pairs, axis=0, return_index=True)
+    return pairs, s[first]
+
+
+def find_duplicates(store: EmbeddingStore, *, threshold: float = DINO_THRESHOLD, k: int = DEFAULT_K,
+                    keep: str = "largest", against: EmbeddingStore | None = None,
+                    against_threshold: float = DINO_AGAINST_THRESHOLD, progress: bool = True,
+                    **search) -> DedupResult:
+    """Self-deduplicate ``store`` (and remove images close to ``against``, if given).
+
+    Args:
+        store: the pool, N×D.
+        threshold: cosine similarity at which two images count as duplicates.
+        k: neighbours per image in the graph (LVD-142M: 64). Groups larger than k+1 are still
+            found through chains of links.
+        keep: ``"largest"`` or ``"first"`` (see the module docstring).
+        against: evaluation embeddings; a pool group holding any image with cosine
+            ≥ ``against_threshold`` to an evaluation image is removed whole.
+        search: passed to :func:`dinolab.curate.knn.knn_pairs` (backend, index, nlist, nprobe, chunk_size).
+    """
+    if not -1.0 <= threshold <= 1.0:
+        raise ConfigError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
+    if keep not in ("largest", "first"):
+        raise ConfigError(f"unknown keep policy {keep!r}; use 'largest' or 'first'")
+    n = len(store)
+    edges, edge_sims = duplicate_edges(store, threshold, k, progress=progress, **search)
+    ds = DisjointSet(n)
+    ds.union_many(edges[:, 0], edges[:, 1])
+    groups = ds.groups()
+    paths = store.paths
+    keep_mask = np.ones(n, dtype=bool)
+    sim_to_kept = np.full(n, np.nan, np.float32)
+    kept = []
+    for g in _iter(groups, progress, "choosing kept images"):
+        chosen = _choose(g, paths, keep if store.has_paths else "first")
+        keep_mask[g] = False
+        keep_mask[chosen] = True
+        kept.append(chosen)
+        vecs = store.rows(g)
+        sim_to_kept[g] = vecs @ vecs[np.searchsorted(g, chosen)]
+    result = DedupResult(paths=paths, keep=keep_mask, groups=groups, kept=kept, edges=edges,
+                         edge_sims=edge_sims, threshold=threshold, k=k, sim_to_kept=sim_to_kept)
+    if against is not None:
+        _remove_leaks(result, store, against, against_threshold, ds.find_all(), progress, search)
+    return result
+
+
+def _remove_leaks(result: DedupResult, store: EmbeddingStore, against: EmbeddingStore, threshold: float,
+                  roots: np.ndarray, progress: bool, search: dict) -> None:
+    leaked, match, sim = knn_pairs(store, against, 1, min_similarity=threshold, progress=progress,
+                                   desc="checking against evaluation set", **search)
+    result.leaked, result.leak_match, result.leak_sim = leaked, match, sim
+    result.against_paths = against.paths
+    result.against_threshold = threshold
+    # a leak takes its whole duplicate group with it (LVD-142M removes components)
+    bad_roots = np.unique(roots[result.leaked])
+    result.keep &= ~np.isin(roots, bad_roots)
+    result.kept = [c if result.keep[c] else -1 for c in result.kept]
+
+
+def _choose(group: np.ndarray, paths: Sequence[str], policy: str) -> int:
+    if policy == "first":
+        return int(group[0])
+    # most pixels, then largest file, then first in input order
+    scores = [(*_image_size(paths[i]), -int(i)) for i in group]
+    return int(group[max(range(len(group)), key=scores.__getitem__)])
+
+
+def _image_size(path: str) -> tuple[int, int]:
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            w, h = im.size
+        return w * h, os.path.getsize(path)
+    except Exception:  # not an image file (e.g. synthetic names): no preference
+        return 0, 0
+
+
+def _iter(items, progress: bool, desc: str):
+    if not progress or len(items) < 1000:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, disable=None, leave=False)
+
+
+__all__ = ["DisjointSet", "DedupResult", "duplicate_edges", "find_duplicates", "DINO_THRESHOLD",
+           "DINO_AGAINST_THRESHOLD", "SSCD_THRESHOLD", "SSCD_AGAINST_THRESHOLD", "THRESHOLDS", "DEFAULT_K"]
