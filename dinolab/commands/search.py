@@ -1,0 +1,51 @@
+"""Text-to-image search with an aligned model (dinolab align): print the images that best match a text.
+
+DATA is an image folder, class folders, .txt list, builtin:shapes, or an .npz of embeddings:
+one written by --save-embeddings (search many texts without re-reading the images), or one from
+`dinolab embed --patch-mean` of the same backbone at the aligned model's image size. Prints one
+line per result: rank, cosine similarity, path.
+Examples:
+  dinolab search --aligned aligned/ --text "a red star" photos/ --top-k 5 --save-embeddings photos.aligned.npz
+  dinolab search --aligned aligned/ --text "a blue circle" photos.aligned.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", metavar="DATA", help="images (folder, .txt list, builtin:NAME) or embeddings .npz")
+    parser.add_argument("--aligned", required=True, metavar="A", help="aligned model folder (from dinolab align)")
+    parser.add_argument("--text", required=True, help="what to look for, e.g. \"a red star\"")
+    parser.add_argument("--top-k", type=int, default=10, metavar="K", help="number of results (default 10)")
+    parser.add_argument("--weights", default=None, metavar="W",
+                        help="backbone weights (default: the copy or reference in A; must be the aligned backbone)")
+    parser.add_argument("--save-embeddings", default=None, metavar="FILE.npz",
+                        help="also save the image embeddings for later searches")
+    parser.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per batch (default 64)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--precision", default="auto", help="auto (default), fp32, bf16 or fp16")
+    parser.add_argument("--num-workers", type=int, default=2, metavar="N", help="decoding processes (default 2)")
+    parser.add_argument("--force", action="store_true", help="overwrite --save-embeddings")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..io import check_writable
+    from ..text import embed_images, load_aligned, text_search
+    from ..text.aligned import AlignedEmbeddings, images_or_embeddings
+
+    save = check_writable(args.save_embeddings, force=args.force) if args.save_embeddings else None
+    model = load_aligned(args.aligned, weights=args.weights, device=args.device)
+    images = images_or_embeddings(args.data, model)
+    if not isinstance(images, AlignedEmbeddings):
+        images = embed_images(model, images, batch_size=args.batch_size, device=args.device,
+                              precision=args.precision, num_workers=args.num_workers)
+    if save is not None:
+        images.save(save)
+    hits = text_search(model, args.text, images, top_k=args.top_k)
+    for h in hits:
+        print(f"{h.rank}\t{h.score:.4f}\t{h.path}")
+    if images.bad:
+        print(f"skipped {len(images.bad)} unreadable file(s), e.g. {images.bad[0][0]}: {images.bad[0][1]}")
+    return 0
