@@ -85,7 +85,10 @@ def probe_matmul(device: torch.device | str, dtype: str, *, target_seconds: floa
 
 
 def peak_result(workload: MatmulWorkload, measurement) -> dict:
-    """JSON-able summary of a timed :class:`MatmulWorkload` (best and median FLOP/s)."""
+    """JSON-able summary of a timed :class:`MatmulWorkload`: FLOP/s from the best and the median call,
+    and FLOPs per second of process CPU time (median call)."""
+    cpu = measurement.cpu_median
     return {"dtype": workload.dtype, "n": workload.n, "layout": workload.layout, "seconds": measurement.seconds,
             "flops_per_s": workload.flops / measurement.best,
-            "flops_per_s_median": workload.flops / measurement.median}
+            "flops_per_s_median": workload.flops / measurement.median,
+            "flops_per_cpu_s": workload.flops / cpu if cpu else None}

@@ -36,12 +36,15 @@ class Measurement:
     Attributes:
         name: the workload's key.
         seconds: wall time of each timed call, in run order.
+        cpu_seconds: CPU time of this process (all threads) during each timed call; on a shared
+            CPU it is steadier than wall time (time spent waiting for a core does not count).
         peak_bytes: largest peak memory of a timed call above the level before it (None if not measured).
         memory_method: how memory was measured (see :class:`~dinolab.bench.memory.PeakMemory`).
     """
 
     name: str
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
     peak_bytes: int | None = None
     memory_method: str | None = None
 
@@ -53,23 +56,35 @@ class Measurement:
     def median(self) -> float:
         return statistics.median(self.seconds)
 
+    @property
+    def cpu_median(self) -> float | None:
+        return statistics.median(self.cpu_seconds) if self.cpu_seconds else None
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "best": self.best, "median": self.median}
 
     def throughput(self, items: float, unit: str = "images") -> dict[str, Any]:
         """Seconds per call and ``items`` per second (best and median call), plus peak memory; JSON-able."""
+        cpu = self.cpu_median
         return {"seconds": self.seconds, "best_s": self.best, "median_s": self.median,
                 f"{unit}_per_s": items / self.best, f"{unit}_per_s_median": items / self.median,
+                "cpu_seconds": self.cpu_seconds, "cpu_median_s": cpu,
+                f"{unit}_per_cpu_s": items / cpu if cpu else None,
                 "peak_bytes": self.peak_bytes, "memory_method": self.memory_method}
 
 
 def time_call(fn: Callable[[], Any], device: torch.device | str = "cpu") -> float:
     """Seconds one call of ``fn`` takes, device work included."""
+    return _timed(fn, device)[0]
+
+
+def _timed(fn: Callable[[], Any], device: torch.device | str) -> tuple[float, float]:
+    """``(wall seconds, process CPU seconds)`` of one call of ``fn``."""
     synchronize(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
     synchronize(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def interleaved(workloads: Mapping[str, Callable[[], Any]], *, repeats: int = 5, warmup: int = 1,
@@ -107,7 +122,9 @@ def interleaved(workloads: Mapping[str, Callable[[], Any]], *, repeats: int = 5,
     start = time.perf_counter()
     for r in range(repeats):
         for name in (names if r % 2 == 0 else reversed(names)):
-            out[name].seconds.append(time_call(workloads[name], device))
+            wall, cpu = _timed(workloads[name], device)
+            out[name].seconds.append(wall)
+            out[name].cpu_seconds.append(cpu)
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             break
     if memory:

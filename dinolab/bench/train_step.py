@@ -231,6 +231,8 @@ def run(recipes: tuple[str, ...] = ("dino", "dinov2"), *, size: StepSize = FULL,
         case.update(m.throughput(case["batch"]), flops_per_s=case["flops"] / m.best,
                     mfu=case["flops"] / m.best / peak["flops_per_s"],
                     mfu_median=case["flops"] / m.median / peak["flops_per_s_median"])
+        if m.cpu_median and peak["flops_per_cpu_s"]:  # same ratio in CPU time: steadier on a shared CPU
+            case["mfu_cpu_time"] = case["flops"] / m.cpu_median / peak["flops_per_cpu_s"]
     if aug is not None:
         aug.update(meas[aug.pop("key")].throughput(aug["batch"]))
         aug["vs_step"] = {f"{c['recipe']}/{c['precision']}": aug["images_per_s"] / c["images_per_s"]
@@ -248,15 +250,18 @@ def summary(result: dict[str, Any]) -> str:
         rows.append({**c, "gflop": gflops(c.get("flops")), "gflops": gflops(c.get("flops_per_s")),
                      "mfu_pct": None if c.get("mfu") is None else 100 * c["mfu"],
                      "mfu_med": None if c.get("mfu_median") is None else 100 * c["mfu_median"],
+                     "mfu_cpu": None if c.get("mfu_cpu_time") is None else 100 * c["mfu_cpu_time"],
                      "mem": mib(c.get("peak_bytes")), "state": mib(c.get("state_bytes")),
                      "note": c.get("skipped") or c.get("note")})
     cols = [("recipe", "recipe", "{}"), ("precision", "prec", "{}"), ("label", "size", "{}"), ("crops", "crops", "{}"),
             ("batch", "batch", "{}"), ("best_s", "s/step", "{:.3f}"), ("images_per_s", "img/s", "{:.2f}"),
             ("gflop", "GFLOP/step", "{:.1f}"), ("gflops", "GFLOP/s", "{:.2f}"), ("mfu_pct", "MFU%", "{:.1f}"),
-            ("mfu_med", "MFU%(med)", "{:.1f}"), ("mem", "peak MiB", "{:.0f}"), ("state", "state MiB", "{:.0f}"),
+            ("mfu_med", "MFU%(med)", "{:.1f}"), ("mfu_cpu", "MFU%(cpu)", "{:.1f}"), ("mem", "peak MiB", "{:.0f}"), ("state", "state MiB", "{:.0f}"),
             ("note", "note", "{}")]
     lines = [f"training step ({result['repeats']} interleaved rounds; peak memory above the pre-step level)",
-             peaks_line(result["peaks"]), table(rows, cols)]
+             peaks_line(result["peaks"]), table(rows, cols),
+             "MFU: analytic FLOP/s over the same-run matmul peak of the step's precision, from the best calls; "
+             "(med): median calls; (cpu): median process CPU time of both (steadier on a shared CPU)"]
     aug = result.get("augment")
     if aug:
         ratios = ", ".join(f"{k} {v:.1f}x" for k, v in aug["vs_step"].items())

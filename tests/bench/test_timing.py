@@ -19,8 +19,10 @@ class FakeClock:
 
 @pytest.fixture
 def clock(monkeypatch):
+    """Wall clock advanced by the workloads; the CPU clock runs at half its pace (a CPU shared with one other job)."""
     c = FakeClock()
     monkeypatch.setattr(timing.time, "perf_counter", c)
+    monkeypatch.setattr(timing.time, "process_time", lambda: c.now / 2)
     return c
 
 
@@ -38,8 +40,10 @@ def test_interleaved_order_counts_and_times(clock):
     assert calls == list("abc") + list("abc") + list("cba") + list("abc")
     assert m["a"].seconds == [1.0, 1.0, 1.0] and m["b"].seconds == [3.0] * 3 and m["c"].seconds == [0.5] * 3
     assert list(m) == ["a", "b", "c"]
+    assert m["b"].cpu_seconds == [1.5] * 3
     t = m["b"].throughput(6)
     assert t["images_per_s"] == 2.0 and t["images_per_s_median"] == 2.0 and t["best_s"] == 3.0
+    assert t["cpu_median_s"] == 1.5 and t["images_per_cpu_s"] == 4.0
 
 
 def test_best_and_median_follow_the_calls(clock):
@@ -104,9 +108,10 @@ def test_matmul_workload_computes_the_product(layout):
 def test_probe_respects_the_size_cap_and_reports_a_rate():
     w = probe_matmul("cpu", "fp32", target_seconds=1e9, min_n=32, max_n=64)
     assert w.n == 64 and w.layout in ("nn", "nt") and w.probed_rate > 0
-    m = timing.Measurement("mm", [0.5, 0.25, 1.0])
+    m = timing.Measurement("mm", [0.5, 0.25, 1.0], cpu_seconds=[1.0, 0.5, 2.0])
     r = peak_result(w, m)
     assert r["flops_per_s"] == w.flops / 0.25 and r["flops_per_s_median"] == w.flops / 0.5
+    assert r["flops_per_cpu_s"] == w.flops / 1.0
 
 
 def test_table_aligns_and_marks_missing_values():
