@@ -1,0 +1,195 @@
+"""Plumbing shared by the feature-evaluation commands (``knn``, ``linear``, ``fewshot``, ``retrieve``).
+
+Each data split comes either from a folder (embedded with WEIGHTS) or from an ``.npz`` written by
+``dinolab embed``; results print as plain-text tables and optionally go to a JSON file.
+Not a sub-command (the leading underscore keeps it out of ``dinolab --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any, Sequence
+
+
+def add_weights_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("weights", nargs="?", metavar="WEIGHTS",
+                        help="weights file or folder (any format dinolab.load_model reads); "
+                             "not needed when every input is given as precomputed embeddings")
+
+
+def add_split_arguments(parser: argparse.ArgumentParser, splits: Sequence[tuple[str, str]],
+                        weights: bool = True) -> None:
+    """WEIGHTS, then ``--NAME DIR`` / ``--NAME-embeddings FILE.npz`` for each ``(NAME, description)``."""
+    if weights:
+        add_weights_argument(parser)
+    for name, what in splits:
+        parser.add_argument(f"--{name}", metavar="DIR", help=f"{what}: a folder (class-per-subfolder for labels), "
+                                                              ".txt list or builtin:NAME")
+        parser.add_argument(f"--{name}-embeddings", metavar="FILE.npz",
+                            help=f"{what} as precomputed embeddings from `dinolab embed` (instead of --{name})")
+
+
+def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("embedding images (with WEIGHTS)")
+    g.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per batch (default 64)")
+    g.add_argument("--image-size", type=int, default=224, metavar="PX", help="centre-crop size (default 224)")
+    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    g.add_argument("--precision", default="auto", help="auto (default), fp32, bf16 or fp16")
+    g.add_argument("--num-workers", type=int, default=2, metavar="N", help="decoding processes (default 2)")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", metavar="FILE.json", help="also write the results as JSON")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+
+
+class SplitLoader:
+    """Loads splits named on the command line, loading the model once if any split needs it."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self._model = None
+
+    def model(self):
+        from ..errors import ConfigError
+
+        if self._model is None:
+            if not self.args.weights:
+                raise ConfigError("image folders need WEIGHTS to embed them; give a weights file first, or "
+                                  "precomputed embeddings with the --*-embeddings options")
+            for name in ("batch_size", "image_size"):
+                if getattr(self.args, name) < 1:
+                    raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self.args, name)}")
+            from .. import load_model
+
+            self._model = load_model(self.args.weights)
+        return self._model
+
+    def has(self, name: str) -> bool:
+        return bool(getattr(self.args, name) or getattr(self.args, f"{name}_embeddings"))
+
+    def load(self, name: str, *, labels: bool = True, n_last_blocks: int = 1, patch_mean: bool = False,
+             flags: tuple[str, str] | None = None):
+        """The :class:`~dinolab.eval.features.Embeddings` of split ``name`` (``--name`` or ``--name-embeddings``).
+
+        ``flags`` names the two options in messages when they are not ``--name`` / ``--name-embeddings``.
+        """
+        from ..errors import ConfigError, DataError
+        from ..eval.features import Embeddings, embed
+
+        folder, npz = getattr(self.args, name), getattr(self.args, f"{name}_embeddings")
+        flag, npz_flag = flags or (f"--{name.replace('_', '-')}", f"--{name.replace('_', '-')}-embeddings")
+        if bool(folder) == bool(npz):
+            raise ConfigError(f"give exactly one of {flag} DIR or {npz_flag} FILE.npz")
+        if npz:
+            emb = Embeddings.load(npz)
+            where = f"{npz_flag} {npz}"
+            if patch_mean and emb.patch_mean is None:
+                raise DataError(f"{where} has no patch_mean; re-create it with `dinolab embed ... --patch-mean`")
+            if n_last_blocks != 1:
+                print(f"note: {where} is used as saved; --n-last-blocks applies only to image folders")
+        else:
+            from ..data import ImageDataset
+
+            model = self.model()  # first, so that missing WEIGHTS is reported before scanning folders
+            try:
+                dataset = ImageDataset(folder, labels=True if labels else None)
+            except DataError as e:
+                raise DataError(f"{flag} {folder}: {e}") from None
+            if len(dataset) == 0:
+                raise DataError(f"{flag} {folder} holds no images; point it at a folder of images")
+            emb = embed(model, dataset, batch_size=self.args.batch_size, image_size=self.args.image_size,
+                        device=self.args.device, precision=self.args.precision, n_last_blocks=n_last_blocks,
+                        patch_mean=patch_mean, num_workers=self.args.num_workers)
+            where = f"{flag} {folder}"  # embed() itself names any unreadable files it skipped
+        if len(emb) == 0:
+            raise DataError(f"{where} holds no embeddings (0 images); embed a folder that contains images")
+        if labels and emb.labels is None:
+            raise DataError(f"{where} has no labels; use a class-per-subfolder folder (DIR/<class>/<image>) "
+                            "or embeddings made from one")
+        return emb
+
+
+def features(emb, patch_mean: bool = False):
+    """CLS features, with the mean patch token appended when ``patch_mean``: ``(N, D')`` float32."""
+    import numpy as np
+
+    return np.concatenate([emb.cls, emb.patch_mean], axis=1) if patch_mean else emb.cls
+
+
+def align_labels(reference, other, what: str, *, allow_missing: bool = False):
+    """``other``'s labels re-indexed to ``reference``'s class names (classes matched by name).
+
+    A class of ``other`` that ``reference`` lacks is an error, or with ``allow_missing`` gets label -1
+    (it can never match; retrieval queries without positives).
+    """
+    import numpy as np
+
+    from ..errors import DataError
+
+    if reference.classes is None or other.classes is None or reference.classes == other.classes:
+        return other.labels
+    index = {c: i for i, c in enumerate(reference.classes)}
+    missing = [c for c in other.classes if c not in index]
+    if missing and not allow_missing:
+        raise DataError(f"{what} has classes the reference set lacks: {', '.join(missing[:5])}"
+                        f"{' ...' if len(missing) > 5 else ''}; add images of them there or remove them")
+    mapping = np.array([index.get(c, -1) for c in other.classes], dtype=np.int64)
+    return mapping[other.labels]
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> str:
+    """Plain-text table: first column left-aligned, the others right-aligned."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def fmt(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    lines = [title] if title else []
+    lines += [fmt(cells[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in cells[1:]]
+    return "\n".join(lines)
+
+
+def per_class_table(per_class: dict, title: str = "per class") -> str:
+    rows = [(c, v["support"], pct(v["recall"]), pct(v.get("f1"))) for c, v in per_class.items()]
+    return table(["class", "support", "recall %", "F1 %"], rows, title)
+
+
+def _jsonable(x: Any) -> Any:
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None  # JSON has no NaN
+    return x
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """Refuse an existing ``--out`` before any work unless ``--force``."""
+    if args.out:
+        from ..io import check_writable
+
+        check_writable(args.out, force=args.force)
+
+
+def write_json(args: argparse.Namespace, payload: dict) -> None:
+    if not args.out:
+        return
+    from ..io import atomic_save_text
+
+    atomic_save_text(args.out, json.dumps(_jsonable(payload), indent=2) + "\n")
+    print(f"results written to {args.out}")

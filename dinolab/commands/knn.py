@@ -1,0 +1,56 @@
+"""Weighted k-NN classification of frozen features (DINO protocol: cosine, T = 0.07, k = 10/20/100/200).
+
+Each validation image is classified by the votes exp(cos/T) of its k most similar training
+images. Reports top-1 and top-5 accuracy (top-5 only with 5 or more classes), balanced accuracy
+and macro-F1 for every k, and the per-class recall for the best k. Splits are class-per-subfolder
+folders embedded with WEIGHTS (final-norm CLS token), or .npz files from `dinolab embed`.
+Examples:
+  dinolab knn dinov2_vits14.pth --train data/train --val data/val
+  dinolab knn --train-embeddings train.npz --val-embeddings val.npz --k 20 --out knn.json
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ._evalio import add_embed_arguments, add_output_arguments, add_split_arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_split_arguments(parser, [("train", "labelled training set"), ("val", "labelled validation set")])
+    parser.add_argument("--k", type=int, nargs="+", default=[10, 20, 100, 200], metavar="K",
+                        help="neighbourhood sizes (default 10 20 100 200)")
+    parser.add_argument("--temperature", type=float, default=0.07, metavar="T", help="vote temperature (default 0.07)")
+    parser.add_argument("--faiss", choices=["auto", "yes", "no"], default="auto",
+                        help="neighbour search with faiss (auto: when installed)")
+    add_embed_arguments(parser)
+    add_output_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..eval.knn import knn_classify
+    from ..eval.metrics import classification_report
+    from ._evalio import SplitLoader, align_labels, check_out, pct, per_class_table, table, write_json
+
+    check_out(args)
+    splits = SplitLoader(args)
+    train, val = splits.load("train"), splits.load("val")
+    val_labels = align_labels(train, val, "--val")
+    n_cls = len(train.classes) if train.classes else int(max(train.labels.max(), val_labels.max())) + 1
+    res = knn_classify(train.cls, train.labels, val.cls, val_labels, k=args.k, temperature=args.temperature,
+                       classes=train.classes, num_classes=n_cls,
+                       use_faiss={"auto": "auto", "yes": True, "no": False}[args.faiss])
+    print(f"k-NN on {len(train)} training and {len(val)} validation images, {train.dim}-d features, "
+          f"T = {args.temperature}")
+    rows = [(k, r["k_used"], pct(r["top1"]), pct(r["top5"]), pct(r["balanced_accuracy"]), pct(r["macro_f1"]))
+            for k, r in res.items()]
+    print(table(["k", "used", "top-1 %", "top-5 %", "balanced %", "macro-F1 %"], rows))
+    for note in dict.fromkeys(n for r in res.values() for n in r["notes"]):
+        print(f"note: {note}")
+    best = max(res, key=lambda k: res[k]["top1"])
+    report = classification_report(val_labels, res[best]["predictions"], train.classes or n_cls)
+    print(per_class_table(report["per_class"], f"per class (k = {best})"))
+    write_json(args, {"command": "knn", "temperature": args.temperature, "n_train": len(train), "n_val": len(val),
+                      "best_k": best, "per_class": report["per_class"],
+                      "results": {k: {key: v for key, v in r.items() if key != "predictions"} for k, r in res.items()}})
+    return 0
