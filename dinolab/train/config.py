@@ -98,7 +98,11 @@ class IbotConfig:
     loss_weight: float = 0.0  # > 0 enables the objective
     mask_sample_probability: float = 0.5
     mask_ratio_min_max: tuple[float, float] = (0.1, 0.5)
-    separate_head: bool = False
+    separate_head: bool = False  # False: the patch tokens go through dino_head (DINOv2 ViT-S/B/L)
+    out_dim: int | None = None  # prototypes of a separate head; None: dino.out_dim
+    centering: Literal["softmax", "sinkhorn_knopp"] | None = None  # None: as dino.centering
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
 
 
 @dataclass
@@ -514,7 +518,13 @@ def validate(config: Config, world_size: int = 1) -> list[str]:
     need(d.head_nlayers >= 1, f"dino.head_nlayers={d.head_nlayers} must be at least 1")
     need(d.loss_weight > 0, f"dino.loss_weight={d.loss_weight}: the DINO objective is the training signal of "
                             f"this trainer; keep a positive weight")
-    for section in ("ibot", "koleo", "gram"):
+    need(c.ibot.loss_weight >= 0 and c.koleo.loss_weight >= 0, "ibot.loss_weight and koleo.loss_weight must be >= 0")
+    need(0 <= c.ibot.mask_sample_probability <= 1,
+         f"ibot.mask_sample_probability={c.ibot.mask_sample_probability} must be in [0, 1] (DINOv2: 0.5)")
+    lo, hi = c.ibot.mask_ratio_min_max
+    need(0 <= lo <= hi <= 1, f"ibot.mask_ratio_min_max={[lo, hi]} must satisfy 0 <= min <= max <= 1 (DINOv2: [0.1, 0.5])")
+    need(c.ibot.out_dim is None or c.ibot.out_dim >= 1, f"ibot.out_dim={c.ibot.out_dim} must be positive")
+    for section in ("gram",):
         weight = getattr(c, section).loss_weight
         need(weight == 0, f"{section}.loss_weight={weight}: the {section} objective is not available yet "
                           f"(DINOv2/v3 objectives are planned); set {section}.loss_weight=0")

@@ -105,7 +105,26 @@ class Objective(nn.Module):
         """Drop deferred state updates (the step was skipped)."""
 
 
-class DINOObjective(Objective):
+class CenteredObjective(Objective):
+    """An objective whose ``self.loss`` keeps a softmax center: the teacher logits appended to
+    ``self._pending`` during ``forward`` update it in :meth:`commit` (dropped by :meth:`discard`)."""
+
+    loss: Any
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__(weight)
+        self._pending: list[torch.Tensor] = []
+
+    def commit(self) -> None:
+        if self._pending and self.loss.centering == "softmax":
+            self.loss.update_center(torch.cat(self._pending))
+        self._pending.clear()
+
+    def discard(self) -> None:
+        self._pending.clear()
+
+
+class DINOObjective(CenteredObjective):
     """DINO CLS self-distillation: cross-entropy between teacher targets and student views.
 
     The teacher's global-view CLS tokens go through the teacher ``dino_head``; its targets are
@@ -125,7 +144,6 @@ class DINOObjective(Objective):
         self.cfg = d
         self.loss = DINOLoss(d.out_dim, student_temp=d.student_temp, center_momentum=d.center_momentum,
                              centering=d.centering)
-        self._pending: list[torch.Tensor] = []
 
     def make_heads(self, embed_dim: int) -> dict[str, nn.Module]:
         d = self.cfg
@@ -144,19 +162,27 @@ class DINOObjective(Objective):
         return loss, {"dino_loss": loss.detach(), "teacher_entropy": stats["entropy"],
                       "kl_uniform": stats["kl_uniform"]}
 
-    def commit(self) -> None:
-        if self._pending and self.loss.centering == "softmax":
-            self.loss.update_center(torch.cat(self._pending))
-        self._pending.clear()
-
-    def discard(self) -> None:
-        self._pending.clear()
-
 
 # name -> factory(config) returning the objective, or None when the config leaves it off
 OBJECTIVES: dict[str, Callable[[Config], Objective | None]] = {
     "dino": lambda c: DINOObjective(c) if c.dino.loss_weight > 0 else None,
 }
+
+
+def _weighted(section: str, module: str, cls: str) -> Callable[[Config], Objective | None]:
+    """Factory of an objective in ``dinolab.train.<module>``, enabled by ``<section>.loss_weight > 0``."""
+
+    def make(config: Config) -> Objective | None:
+        if getattr(config, section).loss_weight <= 0:
+            return None
+        import importlib  # the objective modules import this one
+
+        return getattr(importlib.import_module(f"{__package__}.{module}"), cls)(config)
+
+    return make
+
+
+OBJECTIVES.update(ibot=_weighted("ibot", "ibot", "iBOTObjective"), koleo=_weighted("koleo", "koleo", "KoLeoObjective"))
 
 
 def register_objective(name: str, factory: Callable[[Config], Objective | None]) -> None:

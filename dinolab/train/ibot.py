@@ -1,0 +1,91 @@
+"""The iBOT masked-patch objective (Zhou et al. 2022, as in DINOv2 / DINOv3).
+
+Half of the student's global crops get BEiT-style block masks (:func:`dinolab.data.masking.sample_ibot_masks`,
+ratios stratified over ``ibot.mask_ratio_min_max``); the backbone swaps the masked patches for its mask
+token before the position embedding (``forward_features(x, masks)``). Only the masked tokens go through
+the heads: the student's masked patch tokens are trained to predict the teacher's distribution for the
+same tokens of the *unmasked* crop. Each image's masked tokens weigh ``1 / (its masked count)`` and the
+sum is divided by all global crops (unmasked ones count as 0), as DINOv2's ``forward_masked``.
+
+The patch head is the DINO head (``ibot.separate_head=false``) or an ``ibot_head`` of its own.
+Teacher targets are softmax-centred (center EMA updated after the optimizer step) or Sinkhorn-Knopp.
+
+Examples:
+    >>> from dinolab.train.config import load_config
+    >>> from dinolab.train.objectives import Objectives
+    >>> cfg = load_config("default", ["ibot.loss_weight=1.0", "ibot.separate_head=true"])
+    >>> sorted(Objectives.from_config(cfg).make_heads(64))
+    ['dino_head', 'ibot_head']
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import nn
+
+from ..data.masking import sample_ibot_masks
+from ..losses import iBOTPatchLoss, ibot_patch_loss_gathered, masked_token_weights
+from ..models import DINOHead
+from .config import Config
+from .objectives import CenteredObjective, StepInputs
+
+
+def config_patch_size(config: Config) -> int:
+    """The backbone's patch size: ``model.patch_size`` or the architecture's."""
+    from ..models.presets import preset_config
+
+    return config.model.patch_size or int(preset_config(config.model.arch).get("patch_size", 16))
+
+
+class iBOTObjective(CenteredObjective):  # noqa: N801 (the paper's spelling)
+    """Masked-patch self-distillation on the student's global crops.
+
+    Statistics: ``ibot_loss`` (unweighted term) and ``ibot_masked_share`` (masked share of all global tokens).
+    """
+
+    name = "ibot"
+
+    def __init__(self, config: Config) -> None:
+        i, d = config.ibot, config.dino
+        super().__init__(i.loss_weight)
+        self.cfg, self.dino_cfg = i, d
+        self.patch_size = config_patch_size(config)
+        self.head_name = "ibot_head" if i.separate_head else "dino_head"
+        out_dim = (i.out_dim or d.out_dim) if i.separate_head else d.out_dim
+        self.loss = iBOTPatchLoss(out_dim, student_temp=i.student_temp, center_momentum=i.center_momentum,
+                                  centering=i.centering or d.centering)
+
+    def make_heads(self, embed_dim: int) -> dict[str, nn.Module]:
+        if not self.cfg.separate_head:
+            return {}  # reuses the DINO objective's dino_head
+        d = self.dino_cfg
+        return {"ibot_head": DINOHead(embed_dim, self.loss.out_dim, hidden_dim=d.head_hidden_dim,
+                                      bottleneck_dim=d.head_bottleneck_dim, nlayers=d.head_nlayers,
+                                      use_bn=d.use_bn_in_head, norm_last_layer=d.norm_last_layer)}
+
+    def prepare(self, inputs: StepInputs, generator: torch.Generator | None) -> None:
+        if inputs.global_masks is not None or self.cfg.mask_sample_probability == 0:
+            return  # masks given by the caller are kept
+        crops = inputs.global_crops
+        grid = (crops.shape[-2] // self.patch_size, crops.shape[-1] // self.patch_size)
+        # the masks' python RNG is seeded from the step's torch generator: reproducible and resumable
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else None
+        masks = sample_ibot_masks(crops.shape[0], grid, self.cfg.mask_sample_probability,
+                                  tuple(self.cfg.mask_ratio_min_max), random.Random(seed))
+        inputs.global_masks = masks.to(crops.device)
+
+    def forward(self, student, teacher, out, inputs):
+        masks = inputs.global_masks
+        if masks is None or not bool(masks.any()):
+            zero = out.student_global["patches"].sum() * 0.0  # keeps the graph for backward
+            return zero, {"ibot_loss": zero.detach(), "ibot_masked_share": zero.detach()}
+        with torch.no_grad():  # targets from the teacher's unmasked crops, at the student's masked positions
+            teacher_logits = teacher[self.head_name](out.teacher_global["patches"][masks]).float()  # (M, K)
+            targets = self.loss.teacher_targets(teacher_logits, inputs.teacher_temp)
+        student_logits = student[self.head_name](out.student_global["patches"][masks])  # (M, K)
+        loss = ibot_patch_loss_gathered(student_logits, targets, masked_token_weights(masks), masks.shape[0],
+                                        self.loss.student_temp)
+        self._pending.append(teacher_logits)
+        return loss, {"ibot_loss": loss.detach(), "ibot_masked_share": masks.float().mean()}
