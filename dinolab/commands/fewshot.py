@@ -1,4 +1,4 @@
-"""Few-shot classification: k labelled images per class over random episodes, mean and 95% interval.
+"""Few-shot classification: k labelled images per class over random episodes, mean with a 95 percent interval.
 
 Each episode draws k support images per class from DATA, fits the classifier (nearest centroid,
 i.e. prototypes, by default; weighted k-NN or logistic regression on request) and classifies the

@@ -102,3 +102,12 @@ def test_knn_from_image_folders_with_weights(tmp_path, image_folder, capsys):
     assert "--train" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["knn", str(weights), "--train", str(tmp_path / "empty"), "--val", str(folder), *common]) == 2
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["knn", "--help"], ["linear", "--help"], ["fewshot", "--help"],
+                                  ["retrieve", "--help"]])
+def test_help_renders(argv, capsys):
+    # argparse %-formats help strings: a stray "%" in a summary breaks `dinolab --help`
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0 and "usage" in capsys.readouterr().out
