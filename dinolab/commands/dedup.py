@@ -39,18 +39,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--against", help="evaluation embeddings or images: remove pool groups close to any of them")
     parser.add_argument("--against-threshold", type=float,
                         help="cosine similarity for --against (dino 0.8, sscd 0.45)")
-    _search_arguments(parser)
+    # near-duplicates share a cell, or sit in the next one: 2 probes found all planted pairs at 1M rows
+    _search_arguments(parser, nprobe=2)
     _embed_arguments(parser)
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
 
-def _search_arguments(parser: argparse.ArgumentParser) -> None:
+def _search_arguments(parser: argparse.ArgumentParser, nprobe: int = 4) -> None:
     parser.add_argument("--key", choices=("cls", "patch_mean"), default="cls", help="which vectors of an .npz to use")
     parser.add_argument("--backend", choices=("auto", "faiss", "torch"), default="auto",
                         help="exact search with faiss or torch (default: faiss when installed)")
     parser.add_argument("--index", choices=("auto", "flat", "cells", "ivf"), default="auto",
-                        help="flat = exact; cells/ivf = approximate for large N (auto: cells from 200k rows)")
-    parser.add_argument("--nprobe", type=int, default=4, help="cells searched per query by approximate indexes")
+                        help="flat = exact; cells/ivf = approximate for large N (auto: cells from 50k rows)")
+    parser.add_argument("--nprobe", type=int, default=nprobe,
+                        help=f"cells searched per query by approximate indexes (default {nprobe})")
 
 
 def _embed_arguments(parser: argparse.ArgumentParser) -> None:

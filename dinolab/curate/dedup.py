@@ -13,8 +13,10 @@ Thresholds depend on the embedding space:
   so that edited copies are close and *different* photos of the same thing are far.
 - **DINO embeddings** (what ``dinolab embed`` writes): semantic. Two different photos of the same
   breed of dog commonly reach cosine 0.6-0.8 in a DINO CLS space, so 0.6 would merge them. The
-  defaults here are :data:`DINO_THRESHOLD` and :data:`DINO_AGAINST_THRESHOLD`, to be calibrated
-  with ``bench/bench_curate.py planted`` (it prints recall and false-group rate per threshold).
+  defaults here are :data:`DINO_THRESHOLD` (0.9) and :data:`DINO_AGAINST_THRESHOLD` (0.8). They are
+  provisional, chosen from common practice with DINOv2 CLS features rather than measured here:
+  calibrate them with ``bench/bench_curate.py planted --weights W`` (it prints planted-pair recall
+  and false-group rate per threshold) once trained weights are at hand.
 
 Which image a group keeps is deterministic: ``keep="largest"`` keeps the member with the most
 pixels (image headers are read, not decoded), then the largest file, then the first in input order;
@@ -217,8 +219,9 @@ def find_duplicates(store: EmbeddingStore, *, threshold: float = DINO_THRESHOLD,
     Args:
         store: the pool, N×D.
         threshold: cosine similarity at which two images count as duplicates.
-        k: neighbours per image in the graph (LVD-142M: 64). Groups larger than k+1 are still
-            found through chains of links.
+        k: neighbours per image in the graph (LVD-142M: 64). A group of more than k+1 copies
+            is joined through chains of links, but may split if its members' neighbour lists
+            do not overlap; raise k for pools with many copies of the same image.
         keep: ``"largest"`` or ``"first"`` (see the module docstring).
         against: evaluation embeddings; a pool group holding any image with cosine
             ≥ ``against_threshold`` to an evaluation image is removed whole.

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import ConfigError
 from .store import EmbeddingStore, _progress
 
-APPROX_MIN_DATABASE = 200_000
+APPROX_MIN_DATABASE = 50_000
 CELL_SIZE = 1024
 DEFAULT_NPROBE = 4
 

@@ -107,13 +107,16 @@ class EmbeddingStore:
         return self.chunk(0, len(self))
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
         x = np.array(x, dtype=np.float32, copy=True)
-        if self.normalize:
-            norms = np.linalg.norm(x, axis=1, keepdims=True)
-            np.divide(x, norms, out=x, where=norms > 0)
-        if not np.isfinite(x).all():
+        t = torch.from_numpy(x)
+        norms = torch.linalg.vector_norm(t, dim=1, keepdim=True)  # NaN or inf if any entry of the row is
+        if not bool(torch.isfinite(norms).all()):
             raise DataError(f"{self.source}: embeddings contain NaN or infinite values; "
                             f"recompute them (a model in fp16 can overflow: try --precision fp32)")
+        if self.normalize:  # in place; a zero row stays zero
+            t.div_(norms.clamp_min_(1e-30))
         return x
 
 
