@@ -2,16 +2,24 @@ import torch
 from torch import nn
 
 
-def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero the whole residual of a random subset of samples, rescale the rest by 1/(1-p).
+def drop_path_scale(x: torch.Tensor, p: float, training: bool) -> torch.Tensor | None:
+    """The per-sample factor of stochastic depth: ``(B, 1, ..., 1)`` holding 0 or ``1/(1-p)``; None when inactive.
 
     ``x`` is ``(B, ...)``; the same Bernoulli draw covers every other dimension of a sample.
     """
     if p == 0.0 or not training:
-        return x
+        return None
     keep = 1.0 - p
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-    return x * mask / keep
+    return x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero the whole residual of a random subset of samples, rescale the rest by 1/(1-p).
+
+    ``x`` is ``(B, ...)``. The rescale is folded into the (B, 1, ..., 1) mask: one pass over ``x``.
+    """
+    scale = drop_path_scale(x, p, training)
+    return x if scale is None else x * scale
 
 
 class DropPath(nn.Module):
