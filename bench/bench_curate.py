@@ -13,7 +13,8 @@ planted  Builds a folder of distinct images (tiles of scikit-image's bundled pho
 scale    One million synthetic 384-d float32 embeddings (1,000 Gaussian concepts, within-concept
          cosine ≈ 0.5, plus 10,000 planted near-duplicate pairs at cosine ≈ 0.96), stored as a
          memory-mapped .npy. Runs, each in a fresh process: dedup (k=64, threshold 0.9,
-         approximate cell search), k-means with k=1,000 (this code, and faiss when installed).
+         approximate cell search), k-means with k=1,000 (this code on all points and on 256 points
+         per centroid, and faiss when installed).
          Prints wall time, peak resident memory (ru_maxrss: includes the memory-mapped pages the
          process touched) and the NumPy peak from tracemalloc (allocations made through NumPy).
 
@@ -241,10 +242,11 @@ def step_dedup(path: str, pairs_path: str, k: int, threshold: float, nprobe: int
             "removed": int((~res.keep).sum())}
 
 
-def step_kmeans(path: str, k: int, iters: int, backend: str) -> dict:
+def step_kmeans(path: str, k: int, iters: int, backend: str, per_centroid: int | None = None) -> dict:
     from dinolab.curate import kmeans, open_embeddings
 
-    res = kmeans(open_embeddings(path), k, n_iter=iters, backend=backend, seed=0)
+    res = kmeans(open_embeddings(path), k, n_iter=iters, backend=backend, seed=0,
+                 max_points_per_centroid=per_centroid)
     return {"inertia": res.inertia, "iterations": res.n_iter, "empty_clusters": int((res.sizes == 0).sum())}
 
 
@@ -261,9 +263,10 @@ def run_scale(args) -> None:
           f"{time.perf_counter() - t0:.0f} s; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     steps = [("dedup (k=64, t=0.9, cells, nprobe=%d)" % args.nprobe, step_dedup,
               dict(path=str(path), pairs_path=str(pairs_path), k=64, threshold=0.9, nprobe=args.nprobe))]
-    for backend in ["numpy"] + (["faiss"] if faiss_available() and not args.no_faiss else []):
-        steps.append((f"k-means k={args.k} ({backend}, {args.iters} iterations)", step_kmeans,
-                      dict(path=str(path), k=args.k, iters=args.iters, backend=backend)))
+    for backend, per in [("numpy", None), ("numpy", 256)] + ([("faiss", 256)] if faiss_available() and not args.no_faiss else []):
+        sample = "all points" if per is None else f"{per} points/centroid"
+        steps.append((f"k-means k={args.k} ({backend}, {sample}, {args.iters} iterations)", step_kmeans,
+                      dict(path=str(path), k=args.k, iters=args.iters, backend=backend, per_centroid=per)))
     results = []
     for name, fn, kw in steps:
         if args.only and not any(o in name for o in args.only):

@@ -66,6 +66,15 @@ def test_memory_mapped_input_gives_the_same_clustering(tmp_path, blobs):
     np.testing.assert_allclose(mm.centroids, mem.centroids, atol=1e-5)
 
 
+def test_sampled_iterations_then_one_full_assignment(blobs):
+    x, _ = blobs
+    full = kmeans(x, 8, n_init=3, seed=0, progress=False)
+    sampled = kmeans(x, 8, n_init=3, seed=0, max_points_per_centroid=50, progress=False)  # 400 of 2000 points
+    assert sampled.inertia == pytest.approx(full.inertia, rel=0.05)
+    brute = ((x[:, None, :] - sampled.centroids[None]) ** 2).sum(-1).argmin(1)
+    np.testing.assert_array_equal(sampled.assignment, brute)  # every point assigned, not only the sample
+
+
 @pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
 def test_faiss_backend_reaches_a_similar_inertia(blobs):
     x, _ = blobs
