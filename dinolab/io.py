@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Iterator
 
 from .errors import DinolabError
@@ -56,6 +57,15 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
         raise
 
 
+def escapes_root(entry: str) -> bool:
+    """Whether the relative path ``entry`` (from a file list, an index) could leave the folder it is read
+    against: an absolute path, a drive, or a ``..`` that climbs above the start. A lexical check; symlinks
+    inside the folder belong to whoever owns it and are followed."""
+    normal = os.path.normpath(entry)
+    return (os.path.isabs(entry) or bool(PurePath(entry).drive) or normal == ".."
+            or normal.startswith(".." + os.sep) or normal.startswith("../"))
+
+
 def atomic_save_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_write(path, "wb") as f:
         f.write(data)
@@ -64,6 +74,20 @@ def atomic_save_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_save_text(path: str | os.PathLike, text: str) -> None:
     with atomic_write(path, "w") as f:
         f.write(text)
+
+
+def remove_partial_writes(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` left next to ``path`` (returns them).
+
+    A process killed while writing (``kill -9``, power loss) leaves its temporary file behind; the
+    target itself is intact. Call this only where no other process is writing ``path``, e.g. when a
+    run is resumed.
+    """
+    p = Path(path)
+    stale = sorted(p.parent.glob(f".{glob.escape(p.name)}.*tmp"))  # "*tmp": also a fixed ".NAME.tmp"
+    for f in stale:
+        _remove_quietly(str(f))
+    return stale
 
 
 def _umask() -> int:

@@ -38,6 +38,9 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     g.add_argument("--precision", default="auto", help="auto (default), fp32, bf16 or fp16")
     g.add_argument("--num-workers", type=int, default=2, metavar="N", help="decoding processes (default 2)")
+    g.add_argument("--max-bad-fraction", type=float, default=0.1, metavar="F",
+                   help="unreadable files are skipped and named; stop if more than this share of a folder is "
+                        "unreadable (default 0.1)")
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +79,7 @@ class SplitLoader:
 
         ``flags`` names the two options in messages when they are not ``--name`` / ``--name-embeddings``.
         """
+        from ..data.badfiles import warnings_held_back
         from ..errors import ConfigError, DataError
         from ..eval.features import Embeddings, embed
 
@@ -100,16 +104,30 @@ class SplitLoader:
                 raise DataError(f"{flag} {folder}: {e}") from None
             if len(dataset) == 0:
                 raise DataError(f"{flag} {folder} holds no images; point it at a folder of images")
-            emb = embed(model, dataset, batch_size=self.args.batch_size, image_size=self.args.image_size,
-                        device=self.args.device, precision=self.args.precision, n_last_blocks=n_last_blocks,
-                        patch_mean=patch_mean, num_workers=self.args.num_workers)
-            where = f"{flag} {folder}"  # embed() itself names any unreadable files it skipped
+            with warnings_held_back():  # named below, every one
+                emb = embed(model, dataset, batch_size=self.args.batch_size, image_size=self.args.image_size,
+                            device=self.args.device, precision=self.args.precision, n_last_blocks=n_last_blocks,
+                            patch_mean=patch_mean, num_workers=self.args.num_workers,
+                            max_bad_fraction=getattr(self.args, "max_bad_fraction", None),
+                            limit_name="--max-bad-fraction")
+            where = f"{flag} {folder}"
+            if emb.bad:
+                print(bad_files_report(where, emb.bad))
         if len(emb) == 0:
             raise DataError(f"{where} holds no embeddings (0 images); embed a folder that contains images")
         if labels and emb.labels is None:
             raise DataError(f"{where} has no labels; use a class-per-subfolder folder (DIR/<class>/<image>) "
                             "or embeddings made from one")
         return emb
+
+
+def bad_files_report(where: str, bad: Sequence[tuple[str, str]], limit: int = 50) -> str:
+    """``WHERE: skipped N unreadable files:`` then one ``  path (reason)`` line per file (``limit`` at most)."""
+    noun = "file" if len(bad) == 1 else "files"
+    lines = [f"{where}: skipped {len(bad)} unreadable {noun}:"] + [f"  {p} ({r})" for p, r in bad[:limit]]
+    if len(bad) > limit:
+        lines.append(f"  ... and {len(bad) - limit} more (`dinolab embed` writes the full list to a log file)")
+    return "\n".join(lines)
 
 
 def features(emb, patch_mean: bool = False):

@@ -37,11 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-
     import dinolab
 
     from ..data import BadFileLog, ImageDataset
+    from ..data.badfiles import warnings_held_back
     from ..errors import ConfigError
     from ..eval.features import embed
     from ..io import check_writable
@@ -55,16 +54,11 @@ def run(args: argparse.Namespace) -> int:
     log_path = check_writable(out.with_name(out.stem + ".bad_files.log"), force=args.force)
     dataset = ImageDataset(args.data, root=args.root)
     model = dinolab.load_model(args.weights)
-    # The summary below names the bad files; the library's own warning would repeat it.
-    data_logger = logging.getLogger("dinolab.data")
-    level = data_logger.level
-    data_logger.setLevel(logging.ERROR)
-    try:
+    with warnings_held_back():  # the summary below names the bad files
         emb = embed(model, dataset, batch_size=args.batch_size, image_size=args.image_size, device=args.device,
                     precision=args.precision, patch_mean=args.patch_mean, n_last_blocks=args.n_last_blocks,
-                    num_workers=args.num_workers, max_bad_fraction=args.max_bad_fraction, bad_file_log=log_path)
-    finally:
-        data_logger.setLevel(level)
+                    num_workers=args.num_workers, max_bad_fraction=args.max_bad_fraction, bad_file_log=log_path,
+                    limit_name="--max-bad-fraction")
     emb.save(out)
     extra = f", patch_mean {emb.patch_mean.shape[1]}" if emb.patch_mean is not None else ""
     labels = f", {len(emb.classes)} classes" if emb.classes else ""

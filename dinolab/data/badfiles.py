@@ -8,10 +8,11 @@ warns once, writes them to a log file and stops the run with a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from ..errors import DataError
 from ..io import atomic_save_text
@@ -19,6 +20,17 @@ from ..io import atomic_save_text
 logger = logging.getLogger("dinolab.data")
 
 LOG_NAME = "bad_files.log"
+
+
+@contextlib.contextmanager
+def warnings_held_back() -> Iterator[None]:
+    """Silence :meth:`BadFileLog.warn` inside the block, for a caller that reports the files itself."""
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class BadFileLog:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..io import escapes_root
 from .builtin import BuiltinSet, is_builtin, load_builtin
 from .decode import DEFAULT_MAX_PIXELS, decode_image
 
@@ -175,10 +176,6 @@ def _read_file_list(list_path: Path, root: str | os.PathLike | None) -> list[str
 
 
 def _check_inside_root(entry: str, root: str | os.PathLike, list_path: Path, line: int) -> None:
-    # A lexical check: '..' and absolute paths are what a hostile list uses; symlinks inside the
-    # root were put there by whoever owns the root and are followed.
-    normal = os.path.normpath(entry)
-    if os.path.isabs(entry) or PurePath(entry).drive or normal == ".." or normal.startswith(".." + os.sep) \
-            or normal.startswith("../"):
+    if escapes_root(entry):  # '..' and absolute paths are what a hostile list uses
         raise DataError(f"{list_path} line {line}: {entry!r} points outside the root folder {root}; list paths "
                         f"relative to the root, without '..' or a leading '/', or do not pass root")

@@ -109,7 +109,7 @@ def _check_size(path: Path, size: tuple[int, int], max_pixels: int | None) -> No
 
 def _too_large(declared: str, limit: int) -> str:
     return (f"declared size{declared} is above the limit of {limit:,} pixels (possible decompression bomb; "
-            f"raise data.max_pixels if the file is genuine)")
+            f"if the file is genuine, raise the limit: data.max_pixels in dinolab train, max_pixels in ImageDataset)")
 
 
 def _allow_in_pillow(max_pixels: int | None) -> None:

@@ -100,7 +100,7 @@ class Embeddings:
 def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 64, image_size: int = 224,
           device: str = "auto", precision: str = "auto", patch_mean: bool = False, n_last_blocks: int = 1,
           num_workers: int = 0, progress: bool = True, max_bad_fraction: float | None = None,
-          bad_file_log: str | os.PathLike | None = None) -> Embeddings:
+          bad_file_log: str | os.PathLike | None = None, limit_name: str = "max_bad_fraction") -> Embeddings:
     """Embed every readable image of ``data`` with a frozen ``model``.
 
     Args:
@@ -118,6 +118,7 @@ def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 64, image_size
             unreadable (None: no limit; unreadable files are always skipped and listed).
         bad_file_log: write the unreadable files there (``path<TAB>reason`` lines) when there are
             any, also when stopping for too many.
+        limit_name: how the stop message names the limit (e.g. the command-line option).
 
     Returns:
         :class:`Embeddings`. Raises :class:`DataError` when no image at all could be read.
@@ -140,7 +141,7 @@ def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 64, image_size
     loader = make_loader(dataset, batch_size, shuffle=False, num_workers=num_workers, resize_mode="eval",
                          load_size=image_size, pin_memory=dev.type == "cuda")
     bad_log = BadFileLog(1.0 if max_bad_fraction is None else max_bad_fraction, bad_file_log,
-                         config_key="max_bad_fraction")
+                         config_key=limit_name)
     was_training = model.training
     model.to(dev).eval()
     indices, cls_rows, patch_rows, seen = [], [], [], 0

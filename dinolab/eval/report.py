@@ -95,6 +95,8 @@ def read_metrics(path: str | os.PathLike) -> Metrics:
                 if _is_number(value) and math.isfinite(value):
                     m.series.setdefault(key, []).append((float(step), float(value)))
                     m.last[key] = value
+                elif isinstance(value, list):  # per-rank detail (peak_mem_mb_per_rank): not plotted
+                    continue
                 else:
                     skipped_values += 1
             m.last["step"] = step

@@ -62,7 +62,7 @@ def test_too_many_bad_files_is_a_clean_error(weights, bad_image_corpus, tmp_path
                  "--num-workers", "0", "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "5 of 17 files" in err and "max_bad_fraction=0.1" in err and "Traceback" not in err
+    assert "5 of 17 files" in err and "--max-bad-fraction=0.1" in err and "Traceback" not in err
     assert not (tmp_path / "e.npz").exists() and (tmp_path / "e.bad_files.log").exists()
 
 

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import torch
 
 from ...errors import WeightsError
-from ...io import atomic_save_text
+from ...io import atomic_save_text, escapes_root
 from ..layers import swiglu_hidden_dim
 from ..presets import preset_config
 from .dinolab_format import unwrap
@@ -83,13 +83,28 @@ def read_hf_folder(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch.
         if not f.exists():
             continue
         if name.endswith(".index.json"):
-            shards = sorted(set(json.loads(f.read_text())["weight_map"].values()))
+            shards = _shard_names(f)
             sd: dict[str, torch.Tensor] = {}
             for s in shards:
                 sd.update(_read_weights(folder / s))
             return cfg, sd
         return cfg, _read_weights(f)
     raise WeightsError(f"{folder}: a Hugging Face folder needs one of {', '.join(WEIGHT_FILES)} next to config.json")
+
+
+def _shard_names(index: Path) -> list[str]:
+    """The shard files an ``*.index.json`` names; each must lie in the index's own folder."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise WeightsError(f"{index}: not a valid shard index (expected a 'weight_map' of tensor name -> shard "
+                           f"file; {type(e).__name__}: {e}); check that the download is complete") from None
+    for shard in shards:
+        if not isinstance(shard, str) or escapes_root(shard):
+            raise WeightsError(f"{index}: shard {shard!r} lies outside the model folder {index.parent}; an index may "
+                               f"only name files next to it, so this file was not read")
+    return shards
 
 
 def _read_weights(f: Path) -> dict[str, torch.Tensor]:
