@@ -107,7 +107,7 @@ class _FixedCrops:
     def __init__(self, crops: SimpleNamespace, original: Any) -> None:
         self.crops, self.original = crops, original
 
-    def __call__(self, images, sizes, generator):
+    def __call__(self, images, sizes, generator, *keys):  # keys: positions, batch total (unused)
         return self.crops
 
 
@@ -120,7 +120,8 @@ def step_workload(trainer, size: StepSize, seed: int = 0):
     multicrop = getattr(trainer.multicrop, "original", trainer.multicrop)
     stub = _FixedCrops(fixed_crops(size, trainer.device, seed), multicrop)
     batch = {"images": torch.zeros(size.batch, 3, 1, 1, dtype=torch.uint8), "sizes": torch.ones(size.batch, 2).long(),
-             "labels": torch.full((size.batch,), -1), "indices": torch.arange(size.batch), "bad": []}
+             "labels": torch.full((size.batch,), -1), "indices": torch.arange(size.batch), "bad": [],
+             "positions": torch.arange(size.batch)}
     it = {"i": 0}
 
     def fn() -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 SRC is anything `dinolab.load_model` reads: a dinolab model (X.safetensors + X.json), an official
 DINO / DINOv2 / DINOv3 .pth (hub backbone or training checkpoint), or a Hugging Face folder of
-Dinov2Model / Dinov2WithRegistersModel / DINOv3ViTModel.
+Dinov2Model / Dinov2WithRegistersModel / DINOv3ViTModel. It can also be the run directory of an
+FSDP run (train.distributed=fsdp): the shards of its last checkpoint are merged into one backbone
+(the teacher; --checkpoint-key student for the student).
 
 --to picks the output format (default: "official" when DST ends in .pth/.pt, else "dinolab"):
   dinolab   DST.safetensors + DST.json (or DST/model.* for a folder)
@@ -13,6 +15,7 @@ Examples:
   dinolab convert dinov2_vits14_pretrain.pth vits14            # -> vits14.safetensors + vits14.json
   dinolab convert vits14.safetensors hf_vits14 --to hf
   dinolab convert checkpoint.pth student.pth --checkpoint-key student --to official
+  dinolab convert runs/vitl_fsdp vitl_teacher                  # FSDP shards -> one weights file
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import warnings
     from pathlib import Path
+    from types import SimpleNamespace
 
     from ..io import check_writable
     from ..models import weights
     from ..models.formats import dinolab_format
+    from ..train.fsdp import consolidate, is_sharded_run
 
     to = args.to or ("official" if Path(args.dst).suffix in (".pth", ".pt") else "dinolab")
     outputs = {"dinolab": dinolab_format.paths_for(args.dst), "hf": (Path(args.dst) / "config.json",
@@ -48,10 +53,17 @@ def run(args: argparse.Namespace) -> int:
     for path in outputs:  # refuse before the (possibly long) read
         check_writable(path, force=args.force)
     overrides = {"num_heads": args.num_heads} if args.num_heads else {}
-    loaded = weights.read_weights(args.src, checkpoint_key=args.checkpoint_key, **overrides)
-    if args.pos_embed_resize:
-        loaded.config["pos_embed_resize"] = args.pos_embed_resize
-    model = weights.build_model(loaded).eval()
+    if is_sharded_run(args.src):  # an FSDP run: merge the shards of its last checkpoint
+        key = args.checkpoint_key or "teacher"
+        model = consolidate(args.src, key)
+        if args.pos_embed_resize:
+            model.config["pos_embed_resize"] = args.pos_embed_resize
+        loaded = SimpleNamespace(path=Path(args.src), format="dinolab sharded checkpoint", family="", source=key)
+    else:
+        loaded = weights.read_weights(args.src, checkpoint_key=args.checkpoint_key, **overrides)
+        if args.pos_embed_resize:
+            loaded.config["pos_embed_resize"] = args.pos_embed_resize
+        model = weights.build_model(loaded).eval()
     what = " ".join(p for p in (loaded.format, loaded.family, f"({loaded.source})" if loaded.source else "") if p)
     print(f"read {loaded.path} [{what}]: embed_dim={model.embed_dim} depth={model.depth} heads={model.num_heads} "
           f"patch={model.patch_size} registers={model.num_register_tokens}")

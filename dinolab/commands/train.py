@@ -5,8 +5,10 @@ minutes on a laptop CPU), ending with the k-NN accuracy next to the same archite
 initialisation. CONFIG is a YAML file or a packaged preset name (default, dino_vits16); keys it
 does not set take the DINO v1 ViT-S/16 defaults. Overrides are dotted keys with YAML values.
 The run directory receives config.yaml, metrics.jsonl, checkpoint.pt and the teacher backbone
-(teacher_backbone.safetensors, loadable by dinolab.load_model). SIGTERM / Ctrl-C save a
-checkpoint and stop; --resume continues the same trajectory.
+(teacher_backbone.safetensors, loadable by dinolab.load_model); a distillation run
+(distill.teacher=PATH: a frozen teacher) exports the EMA of the student instead
+(student_ema_backbone.safetensors). SIGTERM / Ctrl-C save a checkpoint and stop; --resume
+continues the same trajectory.
 
 Examples:
   dinolab train
@@ -14,6 +16,7 @@ Examples:
   dinolab train dino_vits16 data.source=path/to/images --out runs/vits16
   dinolab train my.yaml optim.lr=1e-3 model.pretrained=dino_deitsmall16_pretrain.pth
   dinolab train --resume runs/vits16
+  dinolab train distill_shapes distill.teacher=runs/shapes_teacher --out runs/distilled
   dinolab train --print-config dino_vits16
 """
 
@@ -75,11 +78,15 @@ def run(args: argparse.Namespace) -> int:
         print(trainer.config.to_yaml(), end="")
         return 0
     result = trainer.fit()
+    if trainer.rank != 0:  # torchrun: rank 0 reports
+        return 128 + int(getattr(signal, result.stopped_by)) if result.stopped_by else 0
     print(f"run directory: {result.run_dir} ({result.iterations} steps, {result.wall_time:.0f} s)")
     if result.stopped_by:
         print(f"stopped by {result.stopped_by}; continue with: dinolab train --resume {result.run_dir}")
         return 128 + int(getattr(signal, result.stopped_by))
-    print(f"teacher backbone: {result.run_dir / 'teacher_backbone.safetensors'} (dinolab.load_model reads it)")
+    label = "student backbone (EMA)" if result.exported and result.exported.name.startswith("student") else \
+        "teacher backbone"
+    print(f"{label}: {result.exported} (dinolab.load_model reads it)")
     if result.knn:
         for k, acc in result.knn.items():
             base = result.knn_random_init.get(k) if result.knn_random_init else None

@@ -128,3 +128,45 @@ def sample_ibot_masks(n_images: int, grid_hw: tuple[int, int], probability: floa
     if not masks:
         return torch.zeros(0, n_patches, dtype=torch.bool)
     return torch.stack(masks).flatten(1)
+
+
+def sample_ibot_masks_at(rows: torch.Tensor, n_total: int, grid_hw: tuple[int, int], probability: float = 0.5,
+                         ratio_range: tuple[float, float] = (0.1, 0.5), seed: int = 0,
+                         mask_generator: MaskingGenerator | None = None) -> torch.Tensor:
+    """Rows ``rows`` of iBOT masks for a batch of ``n_total`` crops, drawing only those rows' blocks.
+
+    The same distribution as :func:`sample_ibot_masks` over all ``n_total`` crops: a permutation drawn
+    from ``seed`` gives ``int(n_total·probability)`` crops a masking-ratio stratum each (``linspace``
+    of ``ratio_range``); a crop's ratio and blocks come from its own ``random.Random((seed, row))``. So
+    a crop's mask depends on its row in the whole batch and on ``seed`` only, not on which rows are
+    asked for together (processes, micro-batches), and the work is proportional to ``len(rows)``.
+
+    Shapes: ``rows`` (R,) long in ``[0, n_total)`` -> R×N bool (row-major patch grid).
+
+    Examples:
+        >>> full = sample_ibot_masks_at(torch.arange(8), 8, (4, 4), seed=3)
+        >>> torch.equal(sample_ibot_masks_at(torch.tensor([5, 2]), 8, (4, 4), seed=3), full[[5, 2]])
+        True
+    """
+    if not 0.0 <= probability <= 1.0:
+        raise ConfigError(f"probability={probability!r} must be in [0, 1] (DINOv2 uses 0.5)")
+    if not 0.0 <= ratio_range[0] <= ratio_range[1] <= 1.0:
+        raise ConfigError(f"ratio_range={tuple(ratio_range)!r} must satisfy 0 ≤ min ≤ max ≤ 1, e.g. (0.1, 0.5)")
+    h, w = grid_hw
+    n_patches = h * w
+    gen = mask_generator or MaskingGenerator((h, w), max_num_patches=0.5 * n_patches)
+    n_masked = int(n_total * probability)
+    probs = np.linspace(ratio_range[0], ratio_range[1], n_masked + 1)
+    stratum = np.full(n_total, -1)
+    stratum[np.random.default_rng([seed, 0]).permutation(n_total)[:n_masked]] = np.arange(n_masked)
+    masks = []
+    for row in rows.tolist():
+        s = int(stratum[row])
+        if s < 0:
+            masks.append(torch.zeros(h, w, dtype=torch.bool))
+            continue
+        rng = random.Random(int(np.random.SeedSequence([seed, 1, row]).generate_state(1)[0]))
+        masks.append(gen(int(n_patches * rng.uniform(probs[s], probs[s + 1])), rng))
+    if not masks:
+        return torch.zeros(0, n_patches, dtype=torch.bool)
+    return torch.stack(masks).flatten(1)

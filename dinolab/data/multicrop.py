@@ -311,8 +311,15 @@ class MultiCrop:
         return cls.dinov2(faithful_blur_bug, **{"global_size": 256, "local_size": 112, **overrides})
 
     # ------------------------------------------------------------------ call
-    def __call__(self, images: Tensor, sizes: Tensor, generator: torch.Generator | None = None) -> Crops:
-        """Crop and augment a padded batch; see the class docstring for shapes."""
+    def __call__(self, images: Tensor, sizes: Tensor, generator: torch.Generator | None = None,
+                 positions: Tensor | None = None, total: int | None = None) -> Crops:
+        """Crop and augment a padded batch; see the class docstring for shapes.
+
+        ``positions`` (B long) and ``total``: where these images sit in a larger batch of ``total``
+        images, e.g. a global batch split over processes and micro-batches. The random draws are then
+        made for all ``total`` images and the rows of these ones kept, so with the same generator state
+        an image gets the same crops however the batch is split.
+        """
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise DataError(f"MultiCrop expects uint8 images of shape B×3×H×W, got {images.dtype} "
                             f"{tuple(images.shape)}; decode images to RGB uint8 tensors first")
@@ -325,14 +332,25 @@ class MultiCrop:
         # Every random draw, in a fixed order, before any pixel work.
         dev = generator.device if generator is not None else torch.device("cpu")
         n_l = self.n_local
-        gboxes = sample_crop_boxes(sizes_cpu.repeat(2, 1), self.global_scale, self.ratio, generator)
-        lboxes = sample_crop_boxes(sizes_cpu.repeat(n_l, 1), self.local_scale, self.ratio, generator)
-        flips = torch.rand((2 + n_l) * b, generator=generator, device=dev) < self.hflip_p
-        gflips, lflips = flips[: 2 * b], flips[2 * b:]
-        crop_idx = torch.arange(2, device=dev).repeat_interleave(b)
-        gparams = self.photometric.sample(2 * b, torch.tensor(self.blur_p[:2], device=dev)[crop_idx],
+        draw_sizes, nd = sizes_cpu, b  # the images the draws are made for
+        if positions is not None:
+            pos = positions.cpu().long()
+            if pos.shape != (b,) or total is None or (b and not (0 <= int(pos.min()) and int(pos.max()) < total)):
+                raise DataError(f"positions must be B={b} indices in [0, total={total})")
+            draw_sizes, nd = torch.ones(total, 2, dtype=torch.long), total  # 1x1 stand-ins, their draws dropped
+            draw_sizes[pos] = sizes_cpu
+        gboxes = sample_crop_boxes(draw_sizes.repeat(2, 1), self.global_scale, self.ratio, generator)
+        lboxes = sample_crop_boxes(draw_sizes.repeat(n_l, 1), self.local_scale, self.ratio, generator)
+        flips = torch.rand((2 + n_l) * nd, generator=generator, device=dev) < self.hflip_p
+        gflips, lflips = flips[: 2 * nd], flips[2 * nd:]
+        crop_idx = torch.arange(2, device=dev).repeat_interleave(nd)
+        gparams = self.photometric.sample(2 * nd, torch.tensor(self.blur_p[:2], device=dev)[crop_idx],
                                           torch.tensor(self.solarize_p, device=dev)[crop_idx], generator)
-        lparams = self.photometric.sample(n_l * b, self.blur_p[2], 0.0, generator)
+        lparams = self.photometric.sample(n_l * nd, self.blur_p[2], 0.0, generator)
+        if positions is not None:  # keep the rows of these images, crop-major: crop c of image i is c·total + i
+            gi, li = ((torch.arange(k)[:, None] * nd + pos[None]).reshape(-1).to(dev) for k in (2, n_l))
+            gboxes, lboxes, gflips, lflips = gboxes[gi], lboxes[li], gflips[gi], lflips[li]
+            gparams, lparams = gparams.take(gi), lparams.take(li)
 
         groups = [_Group(gboxes, gflips, gparams, 2, self.global_size, images),
                   _Group(lboxes, lflips, lparams, n_l, self.local_size, images)]

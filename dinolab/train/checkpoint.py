@@ -78,6 +78,11 @@ def _read(path: Path) -> dict[str, Any]:
     return state
 
 
+def has_checkpoint(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` holds a checkpoint (complete or not) to resume from."""
+    return (Path(run_dir) / CHECKPOINT).exists() or (Path(run_dir) / PREVIOUS).exists()
+
+
 def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The state saved in ``run_dir``: ``checkpoint.pt``, or ``checkpoint.prev.pt`` if the former is unreadable."""
     run_dir = Path(run_dir)

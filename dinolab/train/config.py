@@ -62,11 +62,25 @@ class DataConfig:
     root: str | None = None  # root for relative paths of a .txt list
     load_size: int | None = None  # shorter side after decoding; None: 2 x global crop size
     max_aspect: float = 2.0
+    max_pixels: int | None = 178_956_970  # larger declared sizes are unreadable (decompression bombs); null: no limit
     num_workers: int | None = None  # None: 0 for built-in sets, else min(8, CPUs)
     max_bad_fraction: float = 0.05  # stop when more than this share of files is unreadable
     val_source: str | None = None  # labelled images for k-NN queries
     val_fraction: float = 0.2  # without val_source, labelled data is split (stratified) for k-NN
     split_seed: int = 0
+
+
+@dataclass
+class HighresConfig:
+    """DINOv3's high-resolution adaptation: from ``start_epoch`` on, each iteration draws one
+    (global, local, Gram-teacher) crop-size triple with the given probabilities (DINOv3 high-res
+    config: 512/112/768 0.3, 768/112/1152 0.3, 768/168/1152 0.3, 768/224/1152 0.05, 768/336/1152 0.05)."""
+
+    start_epoch: float | None = None  # None: no high-resolution phase
+    global_sizes: list[int] = field(default_factory=lambda: [512, 768, 768, 768, 768])
+    local_sizes: list[int] = field(default_factory=lambda: [112, 112, 168, 224, 336])
+    gram_sizes: list[int] = field(default_factory=lambda: [768, 1152, 1152, 1152, 1152])  # used with Gram anchoring
+    probabilities: list[float] = field(default_factory=lambda: [0.3, 0.3, 0.3, 0.05, 0.05])
 
 
 @dataclass
@@ -77,6 +91,7 @@ class CropsConfig:
     local_crops_size: int = 96
     local_crops_scale: tuple[float, float] = (0.05, 0.4)
     options: dict[str, Any] = field(default_factory=dict)  # any other MultiCrop keyword (jitter, blur, ...)
+    highres: HighresConfig = field(default_factory=HighresConfig)
 
 
 @dataclass
@@ -88,6 +103,7 @@ class DinoConfig:
     head_nlayers: int = 3
     use_bn_in_head: bool = False
     norm_last_layer: bool = True
+    head_weight_norm: bool = True  # False: plain Linear prototypes in every head (DINOv3)
     student_temp: float = 0.1
     center_momentum: float = 0.9
     centering: Literal["softmax", "sinkhorn_knopp"] = "softmax"
@@ -112,12 +128,31 @@ class KoleoConfig:
 
 @dataclass
 class GramConfig:
-    loss_weight: float = 0.0
+    """DINOv3 Gram anchoring (see :mod:`dinolab.train.gram`); iteration counts are 0-based steps."""
+
+    loss_weight: float = 0.0  # > 0 enables the objective (DINOv3: 2.0)
+    start_iteration: int | None = None  # weight 0 before this iteration; None: start_epoch
+    start_epoch: float = 0.0
+    warmup_iterations: int = 0  # cosine ramp of the weight from 0 (DINOv3: 1000)
+    teacher: str | None = None  # Gram-teacher weights (any file load_model reads); None: EMA-teacher snapshot
+    snapshot_iteration: int | None = None  # EMA teacher copied in after this many steps; None: the start
+    refresh_every: int = 0  # steps between copies of the EMA teacher into the Gram teacher (0: never)
+    first_refresh: int | None = None  # None: start + refresh_every (DINOv3: 1.01M)
+    max_refreshes: int | None = None  # None: unlimited (paper); DINOv3 config: 3
+    img_size: int | None = None  # Gram-teacher crops (same boxes, no distortions); None: the global crops
+    resize_mode: Literal["bicubic", "bilinear", "nearest", "area"] = "bicubic"  # teacher map -> student grid
+    resize_antialias: bool = False
+    remove_neg: bool = False
+    remove_only_teacher_neg: bool = False
 
 
 @dataclass
 class DistillConfig:
-    teacher: str | None = None  # weights of a frozen teacher (load_model); None: EMA teacher
+    """Distillation from a frozen teacher (see :mod:`dinolab.train.distill`); off while ``teacher`` is null."""
+
+    teacher: str | None = None  # frozen teacher: weights load_model reads or a run directory; None: EMA teacher
+    heads: Literal["auto", "file", "random"] = "auto"  # teacher heads: the source's (file) or frozen random
+    teacher_crops_size: int | None = None  # None: the student's patch grid x the teacher's patch size
 
 
 @dataclass
@@ -136,6 +171,7 @@ class OptimConfig:
     lr: float = 0.0005  # base lr, scaled by scaling_rule with train.batch_size
     scaling_rule: Literal["linear_wrt_256", "sqrt_wrt_1024", "none"] = "linear_wrt_256"
     min_lr: float = 1e-6
+    lr_schedule: Literal["cosine", "constant"] = "cosine"  # after warm-up; DINOv3 keeps the peak lr
     warmup_epochs: float = 10
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
@@ -160,6 +196,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # iterations between checkpoints (0: at the end of each epoch only)
     max_nonfinite_steps: int = 20  # stop after this many non-finite steps in a row
     progress: bool = True
+    distributed: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate the student, or shard it (FSDP2)
 
 
 @dataclass
@@ -478,6 +515,12 @@ def validate(config: Config, world_size: int = 1) -> list[str]:
     need(t.epoch_length is None or t.epoch_length >= 1, f"train.epoch_length={t.epoch_length} must be at least 1")
     need(t.max_nonfinite_steps >= 1, f"train.max_nonfinite_steps={t.max_nonfinite_steps} must be at least 1")
     need(t.checkpoint_every >= 0, f"train.checkpoint_every={t.checkpoint_every} must be >= 0")
+    if t.distributed == "fsdp" and world_size > 1:
+        need(t.precision != "fp16", "train.distributed=fsdp does not support train.precision=fp16 (no sharded "
+                                    "gradient scaler); use train.precision=bf16 or fp32")
+        need(c.distill.teacher is None and c.gram.loss_weight == 0,
+             "train.distributed=fsdp does not support distill.teacher or Gram anchoring yet (their extra frozen "
+             "models are not sharded); use train.distributed=ddp")
 
     from ..models.presets import preset_config
 
@@ -496,7 +539,7 @@ def validate(config: Config, world_size: int = 1) -> list[str]:
                    exclude=("patch_size", "embed_dim", "depth", "num_heads", "drop_path_rate",
                             "drop_path_uniform"))
     _check_options("crops.options", cr.options, "dinolab.data.multicrop", "MultiCrop",
-                   exclude=("global_size", "local_size", "n_local", "global_scale", "local_scale"))
+                   exclude=("global_size", "local_size", "n_local", "global_scale", "local_scale", "gram_size"))
     need(cr.local_crops_number >= 0, f"crops.local_crops_number={cr.local_crops_number} must be >= 0")
     need(cr.local_crops_number == 0 or cr.local_crops_size <= cr.global_crops_size,
          f"crops.local_crops_size={cr.local_crops_size} is larger than crops.global_crops_size="
@@ -505,9 +548,18 @@ def validate(config: Config, world_size: int = 1) -> list[str]:
         lo, hi = getattr(cr, key)
         need(0 < lo <= hi <= 1, f"crops.{key}={[lo, hi]} must satisfy 0 < min <= max <= 1")
     if c.data.load_size is not None:
-        need(c.data.load_size >= cr.global_crops_size // 2,
-             f"data.load_size={c.data.load_size} is far smaller than crops.global_crops_size={cr.global_crops_size}; "
-             f"raise data.load_size or leave it unset")
+        need(c.data.load_size >= cr.global_crops_size,
+             f"data.load_size={c.data.load_size} is smaller than crops.global_crops_size={cr.global_crops_size}: "
+             f"every crop would be cut from an image smaller than itself; raise data.load_size to at least "
+             f"{cr.global_crops_size} or leave it unset (2 x the global crop size)")
+    mp = c.data.max_pixels
+    need(mp is None or mp >= cr.global_crops_size ** 2,
+         f"data.max_pixels={mp} is smaller than one global crop (crops.global_crops_size={cr.global_crops_size}, "
+         f"{cr.global_crops_size ** 2} pixels); raise data.max_pixels or set it to null (no limit)")
+    need(c.data.max_aspect >= 1, f"data.max_aspect={c.data.max_aspect} must be at least 1 (longer side / shorter "
+                                 f"side; default 2.0)")
+    need(c.data.num_workers is None or c.data.num_workers >= 0,
+         f"data.num_workers={c.data.num_workers} must be 0 (decode in the main process) or more")
     need(0 <= c.data.max_bad_fraction <= 1, f"data.max_bad_fraction={c.data.max_bad_fraction} must be in [0, 1]")
     need(0 <= c.data.val_fraction < 1, f"data.val_fraction={c.data.val_fraction} must be in [0, 1)")
 
@@ -524,12 +576,9 @@ def validate(config: Config, world_size: int = 1) -> list[str]:
     lo, hi = c.ibot.mask_ratio_min_max
     need(0 <= lo <= hi <= 1, f"ibot.mask_ratio_min_max={[lo, hi]} must satisfy 0 <= min <= max <= 1 (DINOv2: [0.1, 0.5])")
     need(c.ibot.out_dim is None or c.ibot.out_dim >= 1, f"ibot.out_dim={c.ibot.out_dim} must be positive")
-    for section in ("gram",):
-        weight = getattr(c, section).loss_weight
-        need(weight == 0, f"{section}.loss_weight={weight}: the {section} objective is not available yet "
-                          f"(DINOv2/v3 objectives are planned); set {section}.loss_weight=0")
-    need(c.distill.teacher is None, "distill.teacher is not available yet (distillation is planned); "
-                                    "remove distill.teacher")
+    _validate_gram(c, patch, need)
+    _validate_highres(c, patch, need, warnings)
+    warnings += _validate_distill(c, need)
 
     te = c.teacher
     need(te.teacher_temp > 0 and te.warmup_teacher_temp > 0, "teacher.teacher_temp and teacher.warmup_teacher_temp "
@@ -563,4 +612,82 @@ def validate(config: Config, world_size: int = 1) -> list[str]:
     need(e.image_size is None or patch is None or e.image_size % patch == 0,
          f"eval.image_size={e.image_size} is not a multiple of model.patch_size={patch}")
     need(c.monitor.collapse_patience >= 1, f"monitor.collapse_patience={c.monitor.collapse_patience} must be >= 1")
+    return warnings
+
+
+def _validate_gram(c: Config, patch: int | None, need: Any) -> None:
+    g = c.gram
+    need(g.loss_weight >= 0, f"gram.loss_weight={g.loss_weight} must be >= 0 (0 disables Gram anchoring; DINOv3: 2.0)")
+    if g.loss_weight == 0:
+        return
+    for key in ("start_iteration", "snapshot_iteration", "first_refresh", "max_refreshes", "img_size"):
+        value = getattr(g, key)
+        need(value is None or value >= 0, f"gram.{key}={value} must be >= 0 or null")
+    need(g.start_epoch >= 0 and g.warmup_iterations >= 0 and g.refresh_every >= 0,
+         f"gram.start_epoch={g.start_epoch}, gram.warmup_iterations={g.warmup_iterations} and "
+         f"gram.refresh_every={g.refresh_every} must be >= 0")
+    if g.snapshot_iteration is not None and g.start_iteration is not None:
+        need(g.snapshot_iteration <= g.start_iteration,
+             f"gram.snapshot_iteration={g.snapshot_iteration} is after gram.start_iteration={g.start_iteration}: the "
+             f"Gram teacher must exist when the loss starts; lower gram.snapshot_iteration or leave it null")
+    need(g.teacher is None or g.snapshot_iteration is None,
+         "gram.teacher (a weights file) and gram.snapshot_iteration (a copy of the EMA teacher) both choose the "
+         "initial Gram teacher; set only one")
+    need(not (g.remove_neg and g.remove_only_teacher_neg),
+         "gram.remove_neg and gram.remove_only_teacher_neg are exclusive; set at most one to true")
+    if g.img_size is not None and patch is not None:
+        need(g.img_size >= patch and g.img_size % patch == 0,
+             f"gram.img_size={g.img_size} is not a multiple of model.patch_size={patch}; use e.g. "
+             f"gram.img_size={max(patch, g.img_size // patch * patch)} (DINOv3: 2x crops.global_crops_size)")
+
+
+def _validate_highres(c: Config, patch: int | None, need: Any, warnings: list[str]) -> None:
+    h = c.crops.highres
+    if h.start_epoch is None:
+        return
+    need(h.start_epoch >= 0, f"crops.highres.start_epoch={h.start_epoch} must be >= 0 (null: no high-resolution phase)")
+    if h.start_epoch >= c.train.epochs:
+        warnings.append(f"crops.highres.start_epoch={h.start_epoch} is not before train.epochs={c.train.epochs}: the "
+                        f"high-resolution phase never starts")
+    n = len(h.probabilities)
+    need(n >= 1 and len(h.global_sizes) == n and len(h.local_sizes) == n
+         and (len(h.gram_sizes) == n or c.gram.loss_weight == 0),
+         f"crops.highres.global_sizes, local_sizes, gram_sizes and probabilities must have one entry per resolution "
+         f"(got {len(h.global_sizes)}, {len(h.local_sizes)}, {len(h.gram_sizes)} and {n})")
+    need(all(p >= 0 for p in h.probabilities) and sum(h.probabilities) > 0,
+         f"crops.highres.probabilities={h.probabilities} must be >= 0 with a positive sum")
+    for g, loc in zip(h.global_sizes, h.local_sizes):
+        need(c.crops.local_crops_number == 0 or loc <= g,
+             f"crops.highres: local size {loc} is larger than its global size {g}")
+    sizes = [("global_sizes", v) for v in h.global_sizes] + [("local_sizes", v) for v in h.local_sizes]
+    if c.gram.loss_weight > 0:
+        sizes += [("gram_sizes", v) for v in h.gram_sizes]
+    for key, v in sizes:  # not necessarily multiples (official 168 at patch 16): the patch embedding drops the rest
+        need(v >= max(1, patch or 1), f"crops.highres.{key} has {v}, smaller than one patch (model.patch_size={patch})")
+
+
+REQUIRED = "???"  # the OmegaConf/Hydra marker of a value the user must give
+
+
+def _validate_distill(c: Config, need: Any) -> list[str]:
+    d = c.distill
+    if d.teacher is None:
+        return []
+    need(d.teacher != REQUIRED,
+         "distill.teacher is required by this config: give the frozen teacher, e.g. train one first with "
+         "`dinolab train dinov2_shapes --out runs/teacher`, then add distill.teacher=runs/teacher (the run directory: "
+         "backbone and heads) or distill.teacher=runs/teacher/teacher_backbone.safetensors (backbone only); any "
+         "file dinolab.load_model reads works (e.g. dinov2_vitg14_pretrain.pth)")
+    need(c.gram.loss_weight == 0, f"gram.loss_weight={c.gram.loss_weight} with distill.teacher: Gram anchoring is "
+                                  f"not part of distillation (DINOv3 §5.2 distils without it); set gram.loss_weight=0")
+    need(d.teacher_crops_size is None or d.teacher_crops_size >= 1,
+         f"distill.teacher_crops_size={d.teacher_crops_size} must be positive or null")
+    warnings = []
+    if c.model.drop_path_rate > 0:
+        warnings.append(f"model.drop_path_rate={c.model.drop_path_rate} with distill.teacher: the DINOv2 recipe "
+                        f"distils without stochastic depth (model.drop_path_rate=0)")
+    if c.ibot.loss_weight > 0 and c.ibot.mask_sample_probability > 0:
+        warnings.append(f"ibot.mask_sample_probability={c.ibot.mask_sample_probability} with distill.teacher: the "
+                        f"DINOv2 recipe masks nothing and applies iBOT to every patch of the global crops "
+                        f"(ibot.mask_sample_probability=0)")
     return warnings

@@ -69,9 +69,9 @@ class RunData:
 
 def build_run_data(config: Config) -> RunData:
     d = config.data
-    dataset = ImageDataset(d.source, root=d.root)
+    dataset = ImageDataset(d.source, root=d.root, max_pixels=d.max_pixels)
     if d.val_source is not None:
-        val = ImageDataset(d.val_source, root=d.root)
+        val = ImageDataset(d.val_source, root=d.root, max_pixels=d.max_pixels)
         if val.labels is None:
             raise DataError(f"data.val_source={d.val_source} has no labels; k-NN evaluation needs a "
                             f"class-per-subfolder folder (or remove data.val_source)")

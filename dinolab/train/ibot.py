@@ -6,6 +6,8 @@ token before the position embedding (``forward_features(x, masks)``). Only the m
 the heads: the student's masked patch tokens are trained to predict the teacher's distribution for the
 same tokens of the *unmasked* crop. Each image's masked tokens weigh ``1 / (its masked count)`` and the
 sum is divided by all global crops (unmasked ones count as 0), as DINOv2's ``forward_masked``.
+In distillation with ``ibot.mask_sample_probability=0`` nothing is masked and every patch token of the
+global crops is a target (DINOv2 §5), i.e. the loss is the mean token cross-entropy.
 
 The patch head is the DINO head (``ibot.separate_head=false``) or an ``ibot_head`` of its own.
 Teacher targets are softmax-centred (center EMA updated after the optimizer step) or Sinkhorn-Knopp.
@@ -23,9 +25,10 @@ from __future__ import annotations
 import random
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from ..data.masking import sample_ibot_masks
+from ..data.masking import sample_ibot_masks, sample_ibot_masks_at
 from ..losses import iBOTPatchLoss, ibot_patch_loss_gathered, masked_token_weights
 from ..models import DINOHead
 from .config import Config
@@ -52,6 +55,8 @@ class iBOTObjective(CenteredObjective):  # noqa: N801 (the paper's spelling)
         super().__init__(i.loss_weight)
         self.cfg, self.dino_cfg = i, d
         self.patch_size = config_patch_size(config)
+        # distillation without masking (DINOv2 §5): every patch of the unmasked global crops is a target
+        self.all_tokens = config.distill.teacher is not None and i.mask_sample_probability == 0
         self.head_name = "ibot_head" if i.separate_head else "dino_head"
         out_dim = (i.out_dim or d.out_dim) if i.separate_head else d.out_dim
         self.loss = iBOTPatchLoss(out_dim, student_temp=i.student_temp, center_momentum=i.center_momentum,
@@ -63,7 +68,8 @@ class iBOTObjective(CenteredObjective):  # noqa: N801 (the paper's spelling)
         d = self.dino_cfg
         return {"ibot_head": DINOHead(embed_dim, self.loss.out_dim, hidden_dim=d.head_hidden_dim,
                                       bottleneck_dim=d.head_bottleneck_dim, nlayers=d.head_nlayers,
-                                      use_bn=d.use_bn_in_head, norm_last_layer=d.norm_last_layer)}
+                                      use_bn=d.use_bn_in_head, norm_last_layer=d.norm_last_layer,
+                                      weight_norm=d.head_weight_norm)}
 
     def prepare(self, inputs: StepInputs, generator: torch.Generator | None) -> None:
         if inputs.global_masks is not None or self.cfg.mask_sample_probability == 0:
@@ -72,13 +78,24 @@ class iBOTObjective(CenteredObjective):  # noqa: N801 (the paper's spelling)
         grid = (crops.shape[-2] // self.patch_size, crops.shape[-1] // self.patch_size)
         # the masks' python RNG is seeded from the step's torch generator: reproducible and resumable
         seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else None
-        masks = sample_ibot_masks(crops.shape[0], grid, self.cfg.mask_sample_probability,
-                                  tuple(self.cfg.mask_ratio_min_max), random.Random(seed))
+        if inputs.positions is not None and seed is not None:  # keyed on the images' places in the global batch
+            pos = inputs.positions.cpu().long()
+            rows = (torch.arange(inputs.n_global)[:, None] * inputs.batch_total + pos[None]).reshape(-1)
+            masks = sample_ibot_masks_at(rows, inputs.n_global * inputs.batch_total, grid,
+                                         self.cfg.mask_sample_probability, tuple(self.cfg.mask_ratio_min_max), seed)
+        else:
+            masks = sample_ibot_masks(crops.shape[0], grid, self.cfg.mask_sample_probability,
+                                      tuple(self.cfg.mask_ratio_min_max), random.Random(seed))
         inputs.global_masks = masks.to(crops.device)
 
     def forward(self, student, teacher, out, inputs):
         masks = inputs.global_masks
-        if masks is None or not bool(masks.any()):
+        if masks is None and self.all_tokens:
+            masks = torch.ones(out.student_global["patches"].shape[:2], dtype=torch.bool,
+                               device=out.student_global["patches"].device)
+        # Under torch.distributed a rank without masked tokens still runs the heads on zero rows: the
+        # centering and Sinkhorn-Knopp collectives need every rank, and DDP every used parameter.
+        if masks is None or (not bool(masks.any()) and not dist.is_initialized()):
             zero = out.student_global["patches"].sum() * 0.0  # keeps the graph for backward
             return zero, {"ibot_loss": zero.detach(), "ibot_masked_share": zero.detach()}
         with torch.no_grad():  # targets from the teacher's unmasked crops, at the student's masked positions

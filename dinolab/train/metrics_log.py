@@ -13,12 +13,15 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import DinolabError
 from ..io import atomic_save_text
 
 
@@ -47,22 +50,37 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 class MetricsLog:
     """Append-only JSON-lines log with ``truncate(step)`` for resuming."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, enabled: bool = True) -> None:
         self.path = Path(path)
+        self.enabled = enabled  # False: writes and truncation do nothing (ranks other than 0)
         self._file = None
 
     def truncate(self, step: int) -> None:
         """Keep only the records with ``step <= step`` (rewritten atomically)."""
+        if not self.enabled:
+            return
         kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= step]
         self.close()
         atomic_save_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, record: dict[str, Any]) -> None:
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a")
-        self._file.write(json.dumps({k: _json_value(v) for k, v in record.items()}) + "\n")
-        self._file.flush()
+        if not self.enabled:
+            return
+        try:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "a")
+            self._file.write(json.dumps({k: _json_value(v) for k, v in record.items()}) + "\n")
+            self._file.flush()
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            with contextlib.suppress(OSError):  # closing would flush the same bytes into the same full disk
+                self._file.close()
+            self._file = None
+            raise DinolabError(f"no space left on the device while writing {self.path}; the last checkpoint in "
+                               f"{self.path.parent} is intact. Free some disk space and continue with "
+                               f"`dinolab train --resume {self.path.parent}`") from e
 
     def close(self) -> None:
         if self._file is not None:

@@ -16,7 +16,8 @@ DINOv2/v3 terms plug in the same way, as a class and one line in :data:`OBJECTIV
   ``forward`` reads ``student_global["patches"]`` / ``teacher_global["patches"]`` and declares an
   ``ibot_head`` (or reuses ``dino_head``) through ``make_heads``;
 - KoLeo: ``forward`` reads ``student_global["cls"]`` (backbone CLS, before the head);
-- Gram: ``forward`` runs its own frozen Gram teacher on ``StepInputs.gram_crops``;
+- Gram (:mod:`.gram`): ``setup`` builds a frozen Gram teacher (saved with the objectives' state),
+  ``forward`` runs it on ``StepInputs.gram_crops``, ``end_iteration`` refreshes it from the EMA teacher;
 - distillation: the trainer's teacher is a frozen pretrained model instead of the EMA.
 
 Deferred state (the DINO center) is applied by :meth:`Objective.commit` only after the optimizer
@@ -58,6 +59,10 @@ class StepInputs:
     teacher_temp: float
     iteration: int
     global_masks: torch.Tensor | None = None  # (G·B, N) bool, for masked-image objectives (iBOT)
+    # (B,) positions of these images in the step's global batch of batch_total images (all processes and
+    # micro-batches): per-image draws keyed on them do not depend on how the batch is split
+    positions: torch.Tensor | None = None
+    batch_total: int | None = None
     gram_crops: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -104,6 +109,12 @@ class Objective(nn.Module):
     def discard(self) -> None:
         """Drop deferred state updates (the step was skipped)."""
 
+    def setup(self, student: nn.ModuleDict, teacher: nn.ModuleDict, iters_per_epoch: int) -> None:
+        """Called once the models exist and before a checkpoint is restored (e.g. to build a frozen copy)."""
+
+    def end_iteration(self, iteration: int, student: nn.ModuleDict, teacher: nn.ModuleDict) -> None:
+        """Called after iteration ``iteration`` (0-based) whether or not its step was applied: scheduled events."""
+
 
 class CenteredObjective(Objective):
     """An objective whose ``self.loss`` keeps a softmax center: the teacher logits appended to
@@ -149,7 +160,8 @@ class DINOObjective(CenteredObjective):
         d = self.cfg
         return {"dino_head": DINOHead(embed_dim, d.out_dim, hidden_dim=d.head_hidden_dim,
                                       bottleneck_dim=d.head_bottleneck_dim, nlayers=d.head_nlayers,
-                                      use_bn=d.use_bn_in_head, norm_last_layer=d.norm_last_layer)}
+                                      use_bn=d.use_bn_in_head, norm_last_layer=d.norm_last_layer,
+                                      weight_norm=d.head_weight_norm)}
 
     def forward(self, student, teacher, out, inputs):
         with torch.no_grad():
@@ -182,7 +194,8 @@ def _weighted(section: str, module: str, cls: str) -> Callable[[Config], Objecti
     return make
 
 
-OBJECTIVES.update(ibot=_weighted("ibot", "ibot", "iBOTObjective"), koleo=_weighted("koleo", "koleo", "KoLeoObjective"))
+OBJECTIVES.update(ibot=_weighted("ibot", "ibot", "iBOTObjective"), koleo=_weighted("koleo", "koleo", "KoLeoObjective"),
+                  gram=_weighted("gram", "gram", "GramObjective"))
 
 
 def register_objective(name: str, factory: Callable[[Config], Objective | None]) -> None:
@@ -224,6 +237,14 @@ class Objectives(nn.ModuleList):
             stats.update(term_stats)
         stats["loss"] = total.detach()
         return total, stats
+
+    def setup(self, student: nn.ModuleDict, teacher: nn.ModuleDict, iters_per_epoch: int) -> None:
+        for objective in self:
+            objective.setup(student, teacher, iters_per_epoch)
+
+    def end_iteration(self, iteration: int, student: nn.ModuleDict, teacher: nn.ModuleDict) -> None:
+        for objective in self:
+            objective.end_iteration(iteration, student, teacher)
 
     def commit(self) -> None:
         for objective in self:

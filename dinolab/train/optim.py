@@ -5,7 +5,8 @@
 - :func:`clip_gradients`: DINO v1 clips each parameter tensor separately (its gradient norm is
   capped at ``max_norm``: ``g *= max_norm / (‖g‖ + 1e-6)`` when that factor is below 1);
   ``mode="global"`` clips the norm of all gradients together (``clip_grad_norm_``). Returns the
-  global norm before clipping, or a non-finite value when some gradient is NaN/inf.
+  global norm before clipping, or a non-finite value when some gradient is NaN/inf. Sharded (FSDP)
+  gradients are measured whole: the squared norms of the ranks' slices are all-reduced.
 - :func:`drop_last_layer_grads`: the prototypes stay frozen during the first epoch(s) by dropping
   their gradients (``grad = None``: AdamW neither updates nor decays them), as DINO v1.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .config import Config
@@ -30,7 +32,7 @@ def build_optimizer(student: nn.Module, config: Config) -> torch.optim.Optimizer
     o = config.optim
     groups = param_groups(student, layerwise_decay=o.layerwise_decay, patch_embed_lr_mult=o.patch_embed_lr_mult,
                           decay_tokens=o.decay_tokens)
-    return torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0, betas=tuple(o.betas))
+    return torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0, betas=tuple(o.betas), foreach=True)
 
 
 def apply_schedule(optimizer: torch.optim.Optimizer, lr: float, wd: float) -> None:
@@ -44,14 +46,21 @@ def clip_gradients(params: Iterable[nn.Parameter], max_norm: float, mode: str = 
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(())
-    norms = torch._foreach_norm(grads)
-    total = torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
+    sharded = [hasattr(g, "to_local") for g in grads]  # FSDP: DTensor gradients, this rank holds a slice
+    grads = [g.to_local() if s else g for g, s in zip(grads, sharded)]
+    per_param = torch.stack([n.float() for n in torch._foreach_norm(grads)])
+    if any(sharded):  # squared norms of the slices add up over ranks: one all-reduce for all tensors
+        mask = torch.tensor(sharded, device=per_param.device)
+        squares = torch.where(mask, per_param.square(), 0.0)
+        dist.all_reduce(squares)
+        per_param = torch.where(mask, squares.sqrt(), per_param)
+    total = torch.linalg.vector_norm(per_param)
     if max_norm > 0 and torch.isfinite(total):
         if mode == "global":
             coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
             torch._foreach_mul_(grads, coef.to(grads[0].dtype))
         else:  # a factor of exactly 1 leaves the tensors that are within the bound unchanged
-            coefs = torch.clamp(max_norm / (torch.stack(norms).float() + 1e-6), max=1.0)
+            coefs = torch.clamp(max_norm / (per_param + 1e-6), max=1.0)
             torch._foreach_mul_(grads, [c.to(g.dtype) for c, g in zip(coefs.unbind(), grads)])
     return total
 

@@ -88,6 +88,7 @@ class Schedules:
     teacher_temp_warmup_epochs: int
     teacher_temp_per_iteration: bool
     freeze_last_layer_iters: int
+    constant_lr: bool = False  # after warm-up: the peak lr (DINOv3) instead of a cosine to min_lr
 
     @classmethod
     def from_config(cls, config: Config, iters_per_epoch: int) -> Schedules:
@@ -104,10 +105,12 @@ class Schedules:
             teacher_temp_warmup_epochs=t.warmup_teacher_temp_epochs,
             teacher_temp_per_iteration=t.temp_schedule == "iteration",
             freeze_last_layer_iters=int(round(o.freeze_last_layer_epochs * iters_per_epoch)),
+            constant_lr=o.lr_schedule == "constant",
         )
 
     def lr(self, it: int) -> float:
-        return cosine_schedule(it, self.peak_lr, self.min_lr, self.total_iters, self.warmup_iters)
+        final = self.peak_lr if self.constant_lr else self.min_lr
+        return cosine_schedule(it, self.peak_lr, final, self.total_iters, self.warmup_iters)
 
     def weight_decay(self, it: int) -> float:
         return cosine_schedule(it, self.wd[0], self.wd[1], self.total_iters)

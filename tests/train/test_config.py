@@ -75,11 +75,17 @@ def test_unknown_preset_and_missing_file():
                                                    r"train.accumulate \(1 x 4\)"),
     (["crops.global_crops_scale=[0.8, 0.4]"], r"0 < min <= max <= 1"),
     (["data.source=null"], r"data.source is not set"),
-    (["gram.loss_weight=1.0"], r"gram.loss_weight=1.0: the gram objective is not available yet"),
+    (["gram.loss_weight=-1"], r"gram.loss_weight=-1.0 must be >= 0"),
     (["ibot.mask_ratio_min_max=[0.5, 0.1]"], r"ibot.mask_ratio_min_max=\[0.5, 0.1\] must satisfy 0 <= min <= max"),
     (["crops.options={hflip: 0.5}"], r"unknown option crops.options.hflip; did you mean crops.options.hflip_p\?"),
     (["model.options={depth: 3}"], r"model.options.depth has its own key"),
     (["model.arch=vit_smal"], r"unknown model name 'vit_smal'; did you mean vit_small"),
+    (["data.load_size=24"], r"data.load_size=24 is smaller than crops.global_crops_size=32: every crop would be cut "
+                            r"from an image smaller than itself; raise data.load_size to at least 32"),
+    (["data.max_pixels=1000"], r"data.max_pixels=1000 is smaller than one global crop \(crops.global_crops_size=32, "
+                               r"1024 pixels\); raise data.max_pixels or set it to null"),
+    (["data.max_aspect=0.5"], r"data.max_aspect=0.5 must be at least 1"),
+    (["data.num_workers=-1"], r"data.num_workers=-1 must be 0"),
 ])
 def test_impossible_combinations_are_rejected(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -101,3 +107,18 @@ def test_dataclass_defaults_are_the_dino_v1_recipe():
     c = Config()
     assert (c.optim.lr, c.optim.weight_decay, c.optim.weight_decay_end, c.optim.clip_grad) == (0.0005, 0.04, 0.4, 3.0)
     assert (c.teacher.momentum_teacher, c.dino.out_dim, c.crops.local_crops_number) == (0.996, 65536, 8)
+
+
+def test_data_max_pixels_reaches_the_decoder(tmp_path, make_image):
+    from dinolab.data import DEFAULT_MAX_PIXELS, UnreadableImage
+    from dinolab.train.data import build_run_data
+
+    assert load_config("default").data.max_pixels == DEFAULT_MAX_PIXELS
+    make_image(tmp_path / "img.png", (40, 30))  # 1200 pixels
+    strict = load_config("default", [f"data.source={tmp_path}", "data.max_pixels=1024"])
+    validate(strict)
+    with pytest.raises(UnreadableImage, match=r"40x30 = 1,200 pixels is above the limit of 1,024 .* data.max_pixels"):
+        build_run_data(strict).train.load(0)
+    unlimited = load_config("default", [f"data.source={tmp_path}", "data.max_pixels=null"])
+    validate(unlimited)
+    assert build_run_data(unlimited).train.load(0).shape == (3, 30, 40)

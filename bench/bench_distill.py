@@ -1,0 +1,91 @@
+"""Distillation vs training from scratch: the same small student, the same data and number of steps.
+
+On ``builtin:shapes`` (1,000 images; 800 train, 200 held out for k-NN queries) or, with ``--data
+digits``, ``builtin:digits`` (1,797 images; 1,437 train, 360 held out; horizontal flips off), runs:
+
+1. **teacher**: the ``dinov2_shapes`` preset (ViT/8, width 192, 6 blocks), ``--teacher-epochs`` epochs;
+2. **distilled**: the ``distill_shapes`` preset (ViT/8, width 96, 4 blocks) from the teacher's run
+   directory (frozen backbone and heads), ``--epochs`` epochs; the EMA student is evaluated;
+3. **distilled, backbone only**: the same from ``teacher_backbone.safetensors`` (frozen random heads);
+4. **scratch**: the same student architecture trained with the ``dinov2_shapes`` recipe (EMA teacher,
+   iBOT masking, drop-path 0.1) for the same number of steps; its EMA teacher is evaluated.
+
+Each line reports the weighted k-NN top-1 (T=0.07) of the exported backbone on the held-out split
+(the trainer's own end-of-run evaluation), the same architecture at random initialisation, the
+parameter count and the wall time (the CPU may be shared: times are indicative only).
+
+Examples:
+  python bench/bench_distill.py                                   # about 30-60 min on 2 CPU cores
+  python bench/bench_distill.py --data digits --teacher-epochs 40
+  python bench/bench_distill.py --teacher runs/shapes_teacher     # reuse a dinov2_shapes run
+  python bench/bench_distill.py --teacher-epochs 2 --epochs 2     # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout
+
+from dinolab.train.config import load_config  # noqa: E402
+from dinolab.train.trainer import Trainer  # noqa: E402
+
+STUDENT = ["model.embed_dim=96", "model.depth=4", "model.num_heads=3"]  # distill_shapes' student
+DATA = {"shapes": [],
+        "digits": ["data.source=builtin:digits", "crops.options={hflip_p: 0.0, interpolation: bilinear}"]}
+
+
+def _run(name: str, preset: str, overrides: list[str], out: Path) -> dict:
+    t0 = time.perf_counter()
+    trainer = Trainer(load_config(preset, overrides), out / name)
+    result = trainer.fit()
+    params = sum(p.numel() for p in trainer.eval_backbone().parameters())
+    row = {"run": name, "preset": preset, "steps": result.iterations, "params": params,
+           "knn": result.knn or {}, "random": result.knn_random_init or {}, "seconds": time.perf_counter() - t0}
+    print(_line(row), flush=True)
+    return row
+
+
+def _line(row: dict) -> str:
+    k = [f"{row['knn'].get(x, float('nan')):6.1%}" for x in (10, 20)]
+    r = [f"{row['random'].get(x, float('nan')):6.1%}" for x in (10, 20)]
+    return (f"{row['run']:<24} {row['params'] / 1e6:6.2f}M {row['steps']:6d}  k-NN@10 {k[0]} @20 {k[1]}   "
+            f"random init @10 {r[0]} @20 {r[1]}   {row['seconds']:6.0f} s")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", type=Path, default=None, help="an existing dinov2_shapes run directory to distil from")
+    p.add_argument("--teacher-epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=20, help="epochs of the distilled and scratch students")
+    p.add_argument("--data", choices=sorted(DATA), default="shapes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="where the runs go (default: a temporary folder)")
+    p.add_argument("--skip-random-heads", action="store_true", help="skip the backbone-only distillation")
+    args = p.parse_args()
+
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench_distill_"))
+    common = ["train.progress=false", f"train.seed={args.seed}", "eval.knn_every=0", *DATA[args.data]]
+    student = [*common, f"train.epochs={args.epochs}", *STUDENT]
+    print(f"runs in {out}; builtin:{args.data}, held-out 20% k-NN queries (k=10, 20)", flush=True)
+    rows = []
+    teacher = args.teacher
+    if teacher is None:
+        rows.append(_run("teacher", "dinov2_shapes", [*common, f"train.epochs={args.teacher_epochs}"], out))
+        teacher = out / "teacher"
+    rows.append(_run("distilled", "distill_shapes", [*student, f"distill.teacher={teacher}"], out))
+    if not args.skip_random_heads:
+        rows.append(_run("distilled_backbone_only", "distill_shapes",
+                         [*student, f"distill.teacher={teacher / 'teacher_backbone.safetensors'}"], out))
+    rows.append(_run("scratch", "dinov2_shapes", student, out))
+    print("\nsummary (python " + " ".join(sys.argv) + ")")
+    for row in rows:
+        print(_line(row))
+
+
+if __name__ == "__main__":
+    main()
