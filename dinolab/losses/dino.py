@@ -129,8 +129,10 @@ class DINOLoss(nn.Module):
         if s.shape[1:] != t.shape[1:]:
             raise ValueError(f"student views {tuple(s.shape)} and teacher views {tuple(t.shape)} differ in batch or K")
         log_p = F.log_softmax(s.float() / self.student_temp, dim=-1)
-        # pair_ce[g, v] = -Σ_b Σ_k t[g,b,k] log p[v,b,k]: one matmul over all pairs
-        pair_ce = -torch.einsum("gbk,vbk->gv", t, log_p)
+        # pair_ce[g, v] = -Σ_b Σ_k t[g,b,k] log p[v,b,k]: one matmul over all pairs, in float32 even under
+        # autocast (bf16 would round the near-uniform targets of early training and the loss to 3 digits)
+        with torch.autocast(device_type=t.device.type, enabled=False):
+            pair_ce = -torch.einsum("gbk,vbk->gv", t, log_p)
         n_pairs = t.shape[0] * s.shape[0]
         if ignore_diagonal:
             same_view = torch.eye(t.shape[0], s.shape[0], dtype=torch.bool, device=pair_ce.device)

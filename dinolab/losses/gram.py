@@ -36,8 +36,9 @@ def gram_loss(student_patches: torch.Tensor, teacher_patches: torch.Tensor, remo
                          f"got {tuple(student_patches.shape)} and {tuple(teacher_patches.shape)}")
     s = F.normalize(student_patches.float(), dim=-1)
     t = F.normalize(teacher_patches.detach().float(), dim=-1)
-    gram_s = s @ s.transpose(1, 2)
-    gram_t = t @ t.transpose(1, 2)
+    with torch.autocast(device_type=s.device.type, enabled=False):  # bf16 would round away small differences
+        gram_s = s @ s.transpose(1, 2)
+        gram_t = t @ t.transpose(1, 2)
     if remove_neg:
         gram_s = gram_s.clamp(min=0.0)
         gram_t = gram_t.clamp(min=0.0)

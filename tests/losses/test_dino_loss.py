@@ -138,3 +138,18 @@ def test_gradient_reaches_student_only_and_low_precision_input():
 def test_bad_centering_name_is_a_config_error():
     with pytest.raises(ConfigError, match="sinkhorn_knopp"):
         DINOLoss(8, centering="centering")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_pair_average_stays_float32_under_autocast(dtype):
+    # Near-uniform targets (the start of training): a low-precision pair reduction rounds the loss
+    # to ~3 digits and the target deviations away; the loss must match the float64 formula.
+    student, teacher = make_views(n_student=4, batch=8, k=512, seed=3)
+    student = [0.05 * s for s in student]
+    loss_fn = DINOLoss(512)
+    expected, _ = np_dino_loss(student, [0.01 * t for t in teacher], np.zeros(512), teacher_temp=0.04)
+    with torch.autocast("cpu", dtype=dtype):
+        loss = loss_fn.cross_entropy([as_t(s) for s in student],
+                                     loss_fn.teacher_targets(torch.cat([as_t(0.01 * t) for t in teacher]), 0.04))
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
