@@ -102,10 +102,6 @@ class TrainResult:
     exported: Path | None = None  # the backbone to use: EMA teacher, or EMA student when distilling
 
 
-def _world() -> tuple[int, int]:
-    return distributed.world()
-
-
 def default_run_dir() -> Path:
     return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -142,7 +138,7 @@ class Trainer:
                  force: bool = False) -> None:
         self.config = config
         self._owns_group = distributed.init_from_env(config.train.device)  # torchrun: join its process group
-        self.world_size, self.rank = _world()
+        self.world_size, self.rank = distributed.world()
         self.warnings = validate(config, self.world_size)
         self.run_dir = Path(distributed.from_rank0(run_dir if run_dir is not None else default_run_dir()))
         self.resume, self.force = resume, force
