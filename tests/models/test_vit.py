@@ -94,6 +94,33 @@ def test_attention_matches_explicit_softmax_formula():
     torch.testing.assert_close(attn.attention_map(x), w, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("mask", [None, "bool", "additive"])
+def test_bf16_cpu_attention_matches_the_float64_formula_forward_and_backward(mask):
+    from dinolab.models.layers.attention import attend
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 37, 16, generator=g, dtype=torch.float64) for _ in range(3))
+    allowed = torch.rand(2, 1, 37, 37, generator=g) > 0.3
+    allowed |= torch.eye(37, dtype=torch.bool)  # every query attends to at least itself
+    logits = q @ k.transpose(-1, -2) / 4.0
+    attn_mask = None
+    if mask is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
+        attn_mask = allowed if mask == "bool" else torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))
+    expected = torch.softmax(logits, -1) @ v
+    leaves = [t.bfloat16().requires_grad_() for t in (q, k, v)]
+    out = attend(*leaves, attn_mask.bfloat16() if mask == "additive" else attn_mask)
+    assert out.dtype == torch.bfloat16
+    cos = F.cosine_similarity(out.double().flatten(1), expected.flatten(1))
+    assert cos.min() > 0.999
+    out.double().sum().backward()
+    ref = [t.detach().requires_grad_() for t in (q, k, v)]
+    (torch.softmax((ref[0] @ ref[1].transpose(-1, -2) / 4.0).masked_fill(
+        ~allowed if mask else torch.zeros_like(allowed), float("-inf")), -1) @ ref[2]).sum().backward()
+    for got, want in zip(leaves, ref):
+        assert F.cosine_similarity(got.grad.double().flatten(), want.grad.flatten(), dim=0) > 0.99
+
+
 def test_last_selfattention_is_row_stochastic_and_consistent():
     m = tiny(num_register_tokens=1)
     a = m.get_last_selfattention(torch.randn(2, 3, 32, 32))
