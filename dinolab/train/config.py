@@ -153,6 +153,9 @@ class DistillConfig:
     teacher: str | None = None  # frozen teacher: weights load_model reads or a run directory; None: EMA teacher
     heads: Literal["auto", "file", "random"] = "auto"  # teacher heads: the source's (file) or frozen random
     teacher_crops_size: int | None = None  # None: the student's patch grid x the teacher's patch size
+    relation_loss_weight: float = 0.0  # > 0: the student's CLS neighbourhoods match the teacher's (relation_distill.py)
+    relation_temp: float = 0.1  # softmax temperature of both neighbourhood distributions
+    relation_queue: int = 0  # earlier crops kept as extra anchors (0: the batch's other crops only)
 
 
 @dataclass
@@ -671,7 +674,13 @@ REQUIRED = "???"  # the OmegaConf/Hydra marker of a value the user must give
 
 def _validate_distill(c: Config, need: Any) -> list[str]:
     d = c.distill
+    need(d.relation_loss_weight >= 0, f"distill.relation_loss_weight={d.relation_loss_weight} must be >= 0")
+    need(d.relation_temp > 0, f"distill.relation_temp={d.relation_temp} must be > 0 (e.g. 0.1)")
+    need(d.relation_queue >= 0, f"distill.relation_queue={d.relation_queue} must be >= 0 (0: no queue)")
     if d.teacher is None:
+        need(d.relation_loss_weight == 0,
+             f"distill.relation_loss_weight={d.relation_loss_weight} needs a frozen teacher whose neighbourhoods "
+             f"to match: set distill.teacher=PATH, or distill.relation_loss_weight=0")
         return []
     need(d.teacher != REQUIRED,
          "distill.teacher is required by this config: give the frozen teacher, e.g. train one first with "

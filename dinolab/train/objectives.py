@@ -18,7 +18,8 @@ DINOv2/v3 terms plug in the same way, as a class and one line in :data:`OBJECTIV
 - KoLeo: ``forward`` reads ``student_global["cls"]`` (backbone CLS, before the head);
 - Gram (:mod:`.gram`): ``setup`` builds a frozen Gram teacher (saved with the objectives' state),
   ``forward`` runs it on ``StepInputs.gram_crops``, ``end_iteration`` refreshes it from the EMA teacher;
-- distillation: the trainer's teacher is a frozen pretrained model instead of the EMA.
+- distillation: the trainer's teacher is a frozen pretrained model instead of the EMA; the
+  relational term (:mod:`.relation_distill`) reads its CLS tokens like any other teacher output.
 
 Deferred state (the DINO center) is applied by :meth:`Objective.commit` only after the optimizer
 step succeeded, and dropped by :meth:`Objective.discard` when a step is skipped (non-finite
@@ -194,8 +195,16 @@ def _weighted(section: str, module: str, cls: str) -> Callable[[Config], Objecti
     return make
 
 
+def _relation_distill(config: Config) -> Objective | None:
+    if config.distill.teacher is None or config.distill.relation_loss_weight <= 0:
+        return None
+    from .relation_distill import RelationDistillObjective
+
+    return RelationDistillObjective(config)
+
+
 OBJECTIVES.update(ibot=_weighted("ibot", "ibot", "iBOTObjective"), koleo=_weighted("koleo", "koleo", "KoLeoObjective"),
-                  gram=_weighted("gram", "gram", "GramObjective"))
+                  gram=_weighted("gram", "gram", "GramObjective"), relation=_relation_distill)
 
 
 def register_objective(name: str, factory: Callable[[Config], Objective | None]) -> None:
