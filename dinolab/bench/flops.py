@@ -74,17 +74,19 @@ def head_flops_per_row(head: nn.Module) -> float:
 
 
 def dino_step_flops(config: Mapping[str, Any], *, batch: int, global_size: int, n_global: int = 2,
-                    local_size: int = 96, n_local: int = 0, head_row_flops: float = 0.0) -> dict[str, float]:
+                    local_size: int = 96, n_local: int = 0, head_row_flops: float = 0.0,
+                    patch_rows: float = 0.0, patch_head_row_flops: float = 0.0) -> dict[str, float]:
     """FLOPs of one DINO training step on ``batch`` images (student trained, teacher forward only).
 
     The student sees ``n_global`` crops of ``global_size`` and ``n_local`` of ``local_size`` per
     image; the teacher sees the global crops. Each backbone CLS goes through a head costing
-    ``head_row_flops`` (see :func:`head_flops_per_row`).
+    ``head_row_flops`` (see :func:`head_flops_per_row`). With iBOT, ``patch_rows`` patch tokens per
+    step (the masked ones) go through the student's and the teacher's patch head, ``patch_head_row_flops`` each.
 
     Returns ``student_forward``, ``teacher_forward`` and ``total = 3·student_forward + teacher_forward``.
     """
     g = vit_forward_flops(config, (global_size, global_size), batch * n_global)
     loc = vit_forward_flops(config, (local_size, local_size), batch * n_local) if n_local else 0.0
-    student = g + loc + head_row_flops * batch * (n_global + n_local)
-    teacher = g + head_row_flops * batch * n_global
+    student = g + loc + head_row_flops * batch * (n_global + n_local) + patch_head_row_flops * patch_rows
+    teacher = g + head_row_flops * batch * n_global + patch_head_row_flops * patch_rows
     return {"student_forward": student, "teacher_forward": teacher, "total": 3 * student + teacher}

@@ -135,13 +135,31 @@ def step_workload(trainer, size: StepSize, seed: int = 0):
     return fn, multicrop
 
 
+def expected_masked_tokens(trainer, size: StepSize) -> float:
+    """Mean number of masked patch tokens per step under the run's iBOT masking (0 without iBOT).
+
+    A share ``mask_sample_probability`` of the global crops is masked, at ratios stratified uniformly
+    over ``mask_ratio_min_max`` (mean: their midpoint).
+    """
+    ibot = [o for o in trainer.objectives if o.name == "ibot"]
+    if not ibot:
+        return 0.0
+    i, backbone = trainer.config.ibot, trainer.student["backbone"]
+    patches = (size.global_size // backbone.patch_size) ** 2
+    return 2 * size.batch * patches * i.mask_sample_probability * sum(i.mask_ratio_min_max) / 2
+
+
 def step_flops(trainer, size: StepSize) -> float:
+    """Analytic FLOPs of one step: backbones, the DINO head on every CLS and the iBOT head on masked tokens."""
     from .flops import dino_step_flops, head_flops_per_row
 
     head = trainer.student["dino_head"]
+    ibot = [o for o in trainer.objectives if o.name == "ibot"]
+    patch_head = trainer.student[ibot[0].head_name] if ibot else head
     return dino_step_flops(trainer.student["backbone"].config, batch=size.batch, global_size=size.global_size,
                            local_size=size.local_size, n_local=size.n_local,
-                           head_row_flops=head_flops_per_row(head))["total"]
+                           head_row_flops=head_flops_per_row(head), patch_rows=expected_masked_tokens(trainer, size),
+                           patch_head_row_flops=head_flops_per_row(patch_head))["total"]
 
 
 def state_bytes(trainer) -> int:

@@ -73,3 +73,29 @@ def test_head_matches_torch_op_counter():
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         head(torch.randn(5, 16))
     assert 5 * head_flops_per_row(head) == counter.get_total_flops()
+
+
+def test_masked_patch_tokens_go_through_the_patch_head_of_student_and_teacher():
+    base = dino_step_flops(TINY, batch=2, global_size=8, head_row_flops=100)
+    f = dino_step_flops(TINY, batch=2, global_size=8, head_row_flops=100, patch_rows=7, patch_head_row_flops=50)
+    assert f["student_forward"] == base["student_forward"] + 7 * 50
+    assert f["teacher_forward"] == base["teacher_forward"] + 7 * 50
+    assert f["total"] == base["total"] + 4 * 7 * 50  # student forward + backward (3x), teacher forward
+
+
+def test_expected_masked_tokens_match_the_masks_the_sampler_draws():
+    import random
+    from types import SimpleNamespace
+
+    from dinolab.bench.train_step import StepSize, expected_masked_tokens
+    from dinolab.data.masking import sample_ibot_masks
+
+    size = StepSize(batch=16, global_size=224)
+    ibot = SimpleNamespace(mask_sample_probability=0.5, mask_ratio_min_max=(0.1, 0.5))
+    trainer = SimpleNamespace(objectives=[SimpleNamespace(name="ibot")], config=SimpleNamespace(ibot=ibot),
+                              student={"backbone": SimpleNamespace(patch_size=16)})
+    rng = random.Random(0)
+    drawn = [float(sample_ibot_masks(32, (14, 14), 0.5, (0.1, 0.5), rng).sum()) for _ in range(200)]
+    assert expected_masked_tokens(trainer, size) == pytest.approx(sum(drawn) / len(drawn), rel=0.05)
+    trainer.objectives = [SimpleNamespace(name="dino")]
+    assert expected_masked_tokens(trainer, size) == 0.0
