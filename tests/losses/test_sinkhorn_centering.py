@@ -67,6 +67,18 @@ def test_sinkhorn_stable_where_reference_overflows():
     torch.testing.assert_close(q.sum(1), torch.ones(10))
 
 
+@pytest.mark.parametrize("spread", [70.0, 120.0])  # scaled-logit range below / above the in-place path's limit (80)
+def test_sinkhorn_equals_reference_on_both_sides_of_the_exp_domain_limit(spread):
+    rng = np.random.default_rng(2)
+    logits = rng.uniform(size=(16, 6))
+    logits = (logits - logits.min()) / (logits.max() - logits.min()) * spread  # range exactly `spread` at T=1
+    expected = reference_sinkhorn_loop(logits, 1.0)  # float64: exp(120) does not overflow
+    t = torch.tensor(logits, dtype=torch.float32)
+    got = sinkhorn_knopp(t, 1.0)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-3, atol=1e-6)
+    np.testing.assert_array_equal(t.numpy(), logits.astype(np.float32))  # the caller's logits are untouched
+
+
 def test_sinkhorn_ignores_per_prototype_shifts_and_sample_count():
     # the reference's first prototype normalisation cancels any per-prototype factor exp(c_k / temp)
     rng = np.random.default_rng(2)
