@@ -89,9 +89,9 @@ def sinkhorn_knopp(teacher_logits: torch.Tensor, teacher_temp: float, n_iteratio
     if n_iterations < 1:
         raise ValueError(f"sinkhorn_knopp needs n_iterations >= 1, got {n_iterations}")
     del n_samples  # cancels exactly; see the docstring
-    q = teacher_logits.float()
-    q = q.clone() if q is teacher_logits else q  # worked on in place below
-    q.div_(teacher_temp)
+    # a new float32 buffer (worked on in place below), in one pass whatever the input dtype
+    q = (teacher_logits / teacher_temp if teacher_logits.dtype == torch.float32
+         else teacher_logits.float().div_(teacher_temp))
     if _global_range(q) <= _EXP_SAFE_RANGE:
         return _sinkhorn_exp_domain(q, n_iterations)
     log_q = q
