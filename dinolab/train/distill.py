@@ -15,6 +15,11 @@ Distillation is a configuration of the ordinary trainer, switched on by ``distil
   is "the model to use": it is exported at every epoch end as ``student_ema_backbone.safetensors``
   (+ ``.json``) and is what the k-NN evaluations measure.
 
+Relational term. ``distill.relation_loss_weight > 0`` adds :mod:`.relation_distill`: the student's CLS
+neighbourhoods within the batch match the teacher's (a KL between softmax cosine similarities). It
+needs no head and works across widths; the ``distill_shapes`` preset turns it on, ``distill_vits14``
+keeps the paper's recipe.
+
 Heads. The student's heads map its width to the teacher's prototypes (same ``dino.out_dim`` /
 ``ibot.out_dim``; the official code asserts equal prototype counts). The targets come from the
 teacher's own heads (``distill.heads``):
