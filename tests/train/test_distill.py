@@ -317,6 +317,7 @@ def test_distill_preset_trains_end_to_end(preset, teacher_file, tmp_path, capsys
     steps = [r for r in steps if "loss" in r]
     assert len(steps) == 2 and all("skipped" not in r for r in steps)
     assert {"dino_loss", "ibot_loss", "koleo_loss"} <= set(steps[0]) and steps[0]["ibot_masked_share"] == 1.0
+    assert ("relation_loss" in steps[0]) == (preset == "distill_shapes")  # dinolab's term; the paper preset is pure
     assert dinolab.load_model(run / "student_ema_backbone.safetensors").embed_dim == 32
 
 
