@@ -135,14 +135,18 @@ def step_workload(trainer, size: StepSize, seed: int = 0):
     return fn, multicrop
 
 
+def _ibot(trainer):
+    """The run's iBOT objective, or None."""
+    return next((o for o in trainer.objectives if o.name == "ibot"), None)
+
+
 def expected_masked_tokens(trainer, size: StepSize) -> float:
     """Mean number of masked patch tokens per step under the run's iBOT masking (0 without iBOT).
 
     A share ``mask_sample_probability`` of the global crops is masked, at ratios stratified uniformly
     over ``mask_ratio_min_max`` (mean: their midpoint).
     """
-    ibot = [o for o in trainer.objectives if o.name == "ibot"]
-    if not ibot:
+    if _ibot(trainer) is None:
         return 0.0
     i, backbone = trainer.config.ibot, trainer.student["backbone"]
     patches = (size.global_size // backbone.patch_size) ** 2
@@ -154,8 +158,8 @@ def step_flops(trainer, size: StepSize) -> float:
     from .flops import dino_step_flops, head_flops_per_row
 
     head = trainer.student["dino_head"]
-    ibot = [o for o in trainer.objectives if o.name == "ibot"]
-    patch_head = trainer.student[ibot[0].head_name] if ibot else head
+    ibot = _ibot(trainer)
+    patch_head = trainer.student[ibot.head_name] if ibot is not None else head
     return dino_step_flops(trainer.student["backbone"].config, batch=size.batch, global_size=size.global_size,
                            local_size=size.local_size, n_local=size.n_local,
                            head_row_flops=head_flops_per_row(head), patch_rows=expected_masked_tokens(trainer, size),

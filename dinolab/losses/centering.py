@@ -92,8 +92,9 @@ def sinkhorn_knopp(teacher_logits: torch.Tensor, teacher_temp: float, n_iteratio
     # a new float32 buffer (worked on in place below), in one pass whatever the input dtype
     q = (teacher_logits / teacher_temp if teacher_logits.dtype == torch.float32
          else teacher_logits.float().div_(teacher_temp))
-    if _global_range(q) <= _EXP_SAFE_RANGE:
-        return _sinkhorn_exp_domain(q, n_iterations)
+    top, bottom = _global_max_min(q)
+    if top - bottom <= _EXP_SAFE_RANGE:
+        return _sinkhorn_exp_domain(q, top, n_iterations)
     log_q = q
     for _ in range(n_iterations):
         log_q = log_q - _global_logsumexp_over_rows(log_q)  # every prototype gets the same mass
@@ -106,26 +107,21 @@ def sinkhorn_knopp(teacher_logits: torch.Tensor, teacher_temp: float, n_iteratio
 _EXP_SAFE_RANGE = 80.0
 
 
-def _global_range(x: torch.Tensor) -> float:
-    """``max(x) - min(x)`` over every process (0 when no process holds an element)."""
-    if x.numel():
-        ends = torch.stack([x.max(), -x.min()])
-    else:
-        ends = x.new_full((2,), -math.inf)
+def _global_max_min(x: torch.Tensor) -> tuple[float, float]:
+    """``(max(x), min(x))`` over every process, one all-reduce (``(0, 0)`` when no process holds an element)."""
+    ends = torch.stack([x.max(), -x.min()]) if x.numel() else x.new_full((2,), -math.inf)
     _all_reduce(ends, dist.ReduceOp.MAX)
-    total = float(ends.sum())
-    return total if math.isfinite(total) else 0.0
+    top, neg_bottom = ends.tolist()
+    return (top, -neg_bottom) if math.isfinite(top) else (0.0, 0.0)
 
 
-def _sinkhorn_exp_domain(q: torch.Tensor, n_iterations: int) -> torch.Tensor:
-    """The reference's alternation on ``exp(q - global max)``, in place (a few passes, no new buffers).
+def _sinkhorn_exp_domain(q: torch.Tensor, top: float, n_iterations: int) -> torch.Tensor:
+    """The reference's alternation on ``exp(q - top)`` (``top``: the global maximum), in place.
 
     The global maximum is one scalar for all rows and columns, so it cancels like the reference's
     other constants; the caller guarantees the range fits float32 (no overflow, no underflow to 0).
     """
-    top = q.amax() if q.numel() else q.new_full((), -math.inf)
-    _all_reduce(top, dist.ReduceOp.MAX)
-    q.sub_(torch.where(torch.isfinite(top), top, torch.zeros_like(top))).exp_()
+    q.sub_(top).exp_()
     for _ in range(n_iterations):
         q.div_(_all_reduce(q.sum(dim=0, keepdim=True)))  # every prototype gets the same mass
         q.div_(q.sum(dim=1, keepdim=True))  # every sample sums to 1

@@ -52,14 +52,14 @@ def relation_kl(student: torch.Tensor, teacher: torch.Tensor, temp: float,
     with torch.autocast(student.device.type, enabled=False):
         s = F.normalize(student.float(), dim=-1)
         t = F.normalize(teacher.detach().float(), dim=-1)
-        eye = torch.eye(s.shape[0], dtype=torch.bool, device=s.device)
-        logits_s, logits_t = (s @ s.T).masked_fill(eye, _MASKED * temp), (t @ t.T).masked_fill(eye, _MASKED * temp)
+        logits_s, logits_t = s @ s.T, t @ t.T
         if student_anchors is not None and teacher_anchors is not None and len(student_anchors):
             qs = F.normalize(student_anchors.detach().float(), dim=-1)
             qt = F.normalize(teacher_anchors.detach().float(), dim=-1)
             logits_s, logits_t = torch.cat([logits_s, s @ qs.T], 1), torch.cat([logits_t, t @ qt.T], 1)
-        log_ps = F.log_softmax(logits_s / temp, dim=-1)
-        log_pt = F.log_softmax(logits_t / temp, dim=-1)
+        eye = torch.eye(*logits_s.shape, dtype=torch.bool, device=s.device)  # each query excludes itself, not the queue
+        log_ps = F.log_softmax((logits_s / temp).masked_fill(eye, _MASKED), dim=-1)
+        log_pt = F.log_softmax((logits_t / temp).masked_fill(eye, _MASKED), dim=-1)
         return (log_pt.exp() * (log_pt - log_ps)).sum(-1).mean()
 
 
@@ -85,9 +85,7 @@ class RelationDistillObjective(Objective):
 
     def forward(self, student, teacher, out, inputs):
         s, t = out.student_global["cls"], out.teacher_global["cls"]
-        queue_s = self.queue_student if self.queue_student.numel() else None
-        queue_t = self.queue_teacher if self.queue_teacher.numel() else None
-        term = relation_kl(s, t, self.temp, queue_s, queue_t)
+        term = relation_kl(s, t, self.temp, self.queue_student, self.queue_teacher)  # an empty queue adds nothing
         if self.size > 0:
             self._pending.append((s.detach().float(), t.detach().float()))
         return term, {"relation_loss": term.detach()}
