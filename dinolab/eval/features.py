@@ -24,6 +24,7 @@ from ..data.loader import make_loader
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import ConfigError, DataError
 from ..io import atomic_write
+from .microbatch import in_micro_batches, micro_batch_size
 from .viz import normalize
 
 
@@ -100,7 +101,8 @@ class Embeddings:
 def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 64, image_size: int = 224,
           device: str = "auto", precision: str = "auto", patch_mean: bool = False, n_last_blocks: int = 1,
           num_workers: int = 0, progress: bool = True, max_bad_fraction: float | None = None,
-          bad_file_log: str | os.PathLike | None = None, limit_name: str = "max_bad_fraction") -> Embeddings:
+          bad_file_log: str | os.PathLike | None = None, limit_name: str = "max_bad_fraction",
+          micro_batch: int | None = None) -> Embeddings:
     """Embed every readable image of ``data`` with a frozen ``model``.
 
     Args:
@@ -119,6 +121,8 @@ def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 64, image_size
         bad_file_log: write the unreadable files there (``path<TAB>reason`` lines) when there are
             any, also when stopping for too many.
         limit_name: how the stop message names the limit (e.g. the command-line option).
+        micro_batch: images per forward call within a batch (None: cache-sized on CPU, the whole
+            batch on GPU; see :mod:`dinolab.eval.microbatch`). Changes speed, not the result.
 
     Returns:
         :class:`Embeddings`. Raises :class:`DataError` when no image at all could be read.
@@ -142,6 +146,10 @@ def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 64, image_size
                          load_size=image_size, pin_memory=dev.type == "cuda")
     bad_log = BadFileLog(1.0 if max_bad_fraction is None else max_bad_fraction, bad_file_log,
                          config_key=limit_name)
+    if micro_batch is not None and micro_batch < 1:
+        raise ConfigError(f"micro_batch={micro_batch} must be at least 1 (or None for the automatic size)")
+    chunk = micro_batch or micro_batch_size(model, image_size, prec, dev, batch_size)
+    forward = lambda x: model.get_intermediate_layers(x, n_last_blocks, return_class_token=True)  # noqa: E731
     was_training = model.training
     model.to(dev).eval()
     indices, cls_rows, patch_rows, seen = [], [], [], 0
@@ -156,7 +164,7 @@ def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 64, image_size
                     continue
                 x = normalize(batch["images"].to(dev, non_blocking=True))
                 with autocast(dev, prec):
-                    outputs = model.get_intermediate_layers(x, n_last_blocks, return_class_token=True)
+                    outputs = in_micro_batches(forward, x, chunk)
                 cls_rows.append(torch.cat([c for _, c in outputs], dim=-1).float().cpu())
                 if patch_mean:
                     patch_rows.append(outputs[-1][0].float().mean(dim=1).cpu())

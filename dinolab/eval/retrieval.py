@@ -41,6 +41,7 @@ from ..data import augment
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import ConfigError, DataError
 from .knn import as_feature_tensor, default_chunk_size
+from .microbatch import in_micro_batches, micro_batch_size
 from .viz import normalize, resize_image
 
 COPY_KINDS = ("crop", "jpeg", "colour", "blur", "overlay", "strong")
@@ -264,7 +265,9 @@ class _Describer:
             return
         x = normalize(torch.stack(self.pending).to(self.device))
         with torch.inference_mode(), autocast(self.device, self.precision):
-            self.out.append(copy_detection_descriptor(self.model, x, self.p).float().cpu())
+            chunk = micro_batch_size(self.model, self.size, self.precision, self.device, len(x))
+            self.out.append(in_micro_batches(lambda c: copy_detection_descriptor(self.model, c, self.p), x,
+                                             chunk).float().cpu())
         self.pending = []
 
     def result(self) -> torch.Tensor:
