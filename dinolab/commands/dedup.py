@@ -10,12 +10,22 @@ Thresholds depend on the embedding space. --space dino (default, for dinolab/DIN
 uses 0.9 (self) and 0.8 (--against); --space sscd uses LVD-142M's 0.6 and 0.45, which suit
 copy-detection embeddings only: on DINO embeddings 0.6 merges different photos of similar things.
 
+--verify checks every candidate pair in the images themselves before linking it: the pictures are
+aligned (one resized inside the other, up to --verify-max-crop of each side cropped, mirrored or
+not) and their normalised cross-correlation must reach --verify-min-score. Resized, re-encoded and
+slightly cropped copies pass; different photos that a semantic embedding puts close together (two
+tiles of one texture, two drawings in one style) do not. Heavily edited copies (rotated, strongly
+cropped, overlaid) do not pass either. The embedding threshold then only picks candidates, so it
+defaults lower (0.8 for dino). Needs the image files (paths in the embeddings).
+
 Outputs in --out: kept.txt, removed.txt (one path a line), groups.json and groups.csv (every
-group with its members, the kept one, similarities, and leaks to the evaluation set).
+group with its members, the kept one, similarities, and leaks to the evaluation set; with --verify
+also the candidate pairs it rejected).
 
 Examples:
   dinolab dedup photos/ --weights dinov2_vits14.pth --out dedup/
   dinolab dedup pool.npz --against test.npz --threshold 0.92 --out dedup/
+  dinolab dedup photos/ --weights dinov2_vits14.pth --verify --out dedup/
 """
 
 from __future__ import annotations
@@ -39,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--against", help="evaluation embeddings or images: remove pool groups close to any of them")
     parser.add_argument("--against-threshold", type=float,
                         help="cosine similarity for --against (dino 0.8, sscd 0.45)")
+    parser.add_argument("--verify", action="store_true",
+                        help="link only candidate pairs whose pixels align (resized/re-encoded/cropped copies)")
+    parser.add_argument("--verify-min-score", type=float, default=0.75,
+                        help="normalised cross-correlation a verified pair reaches (default 0.75)")
+    parser.add_argument("--verify-max-crop", type=float, default=0.2,
+                        help="share of each side a verified copy may have lost to cropping (default 0.2)")
     # near-duplicates share a cell, or sit in the next one: 2 probes found all planted pairs at 1M rows
     _search_arguments(parser, nprobe=2)
     _embed_arguments(parser)
@@ -65,7 +81,8 @@ def _embed_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dinolab.curate.dedup import THRESHOLDS, find_duplicates
+    from dinolab.curate.dedup import THRESHOLDS, VERIFIED_THRESHOLDS, find_duplicates
+    from dinolab.curate.verify import PixelVerifier
     from dinolab.curate.store import is_embeddings_file, load_or_embed
     from dinolab.io import check_writable
 
@@ -76,7 +93,10 @@ def run(args: argparse.Namespace) -> int:
     against_cache = None
     if args.against and not is_embeddings_file(args.against):
         against_cache = check_writable(out / "against_embeddings.npz", force=args.force)
+    verify = PixelVerifier(min_score=args.verify_min_score, max_crop=args.verify_max_crop) if args.verify else None
     self_t, against_t = THRESHOLDS[args.space]
+    if verify is not None:
+        self_t = VERIFIED_THRESHOLDS[args.space]
     threshold = self_t if args.threshold is None else args.threshold
     against_threshold = against_t if args.against_threshold is None else args.against_threshold
     embed = dict(weights=args.weights, key=args.key, batch_size=args.batch_size, image_size=args.image_size,
@@ -84,12 +104,14 @@ def run(args: argparse.Namespace) -> int:
     pool = load_or_embed(args.data, cache=cache, paths=args.paths, **embed)
     against = load_or_embed(args.against, cache=against_cache, **embed) if args.against else None
     result = find_duplicates(pool, threshold=threshold, k=args.k, keep=args.keep, against=against,
-                             against_threshold=against_threshold, backend=args.backend, index=args.index,
+                             against_threshold=against_threshold, verify=verify, backend=args.backend, index=args.index,
                              nprobe=args.nprobe)
     result.save(out)
     removed = int((~result.keep).sum())
     print(f"{len(result.groups)} duplicate group(s); kept {int(result.keep.sum())} of {len(result.paths)}, "
           f"removed {removed}" + (f" ({len(result.leaked)} close to {args.against})" if against is not None else "")
+          + (f"; {len(result.edges)} candidate pair(s) verified, {len(result.rejected_edges)} rejected by their pixels"
+             if verify is not None else "")
           + f"; lists in {out}/ (no image was moved or deleted)")
     return 0
 
