@@ -4,7 +4,8 @@ planted  Builds a folder of distinct images (tiles of scikit-image's bundled pho
          generated pictures), plants near-duplicates of some of them (resized, re-encoded JPEG,
          slightly cropped, and all three at once), embeds everything with a dinolab model, and
          prints, per cosine threshold, the recall of planted (original, copy) pairs and the share of
-         false groups (duplicate groups that mix two different source images). Needs trained
+         false groups (duplicate groups that mix two different source images); with --verify,
+         also with pixel verification of the candidate pairs (dinolab dedup --verify). Needs trained
          weights (--weights): a randomly initialised ViT maps every picture to nearly the same
          vector, so its numbers mean nothing (--random-init runs the pipeline anyway, to test it).
 
@@ -163,8 +164,9 @@ def run_planted(args) -> None:
     import torch
 
     import dinolab
-    from dinolab.curate import EmbeddingStore, find_duplicates
-    from dinolab.curate.dedup import DINO_THRESHOLD
+    from dinolab.curate import EmbeddingStore
+    from dinolab.curate.dedup import DINO_THRESHOLD, VERIFIED_THRESHOLDS
+    from dinolab.curate.verify import PixelVerifier
 
     if not args.weights and not args.random_init:
         sys.exit("planted: pass --weights FILE (trained DINO/DINOv2/DINOv3 weights, any format dinolab.load_model "
@@ -182,11 +184,38 @@ def run_planted(args) -> None:
                         device=args.device, progress=True)
     store = EmbeddingStore(emb.cls, emb.paths)
     print(f"\nmodel: {args.weights or 'random ' + args.arch}, image size {args.image_size}, k={args.k}")
+    _threshold_table(store, truth, args.k, None, "embeddings only", DINO_THRESHOLD)
+    if args.verify:
+        verifier = _CachedScores(PixelVerifier(min_score=args.verify_min_score))
+        _threshold_table(store, truth, args.k, verifier, f"with pixel verification (NCC ≥ {args.verify_min_score})",
+                         VERIFIED_THRESHOLDS["dino"])
+        print(f"pixel verification: {len(verifier.cache)} distinct pairs scored in {verifier.seconds:.1f} s "
+              f"({len(verifier.cache) / max(verifier.seconds, 1e-9):.0f} pairs/s, thumbnails included)")
+
+
+class _CachedScores:
+    """A PixelVerifier that scores each pair once across the thresholds of the table."""
+
+    def __init__(self, verifier) -> None:
+        self.verifier, self.min_score, self.cache, self.seconds = verifier, verifier.min_score, {}, 0.0
+
+    def scores(self, paths, edges, progress=True):
+        todo = np.array([e for e in map(tuple, edges.tolist()) if e not in self.cache], np.int64).reshape(-1, 2)
+        start = time.perf_counter()
+        self.cache.update(zip(map(tuple, todo.tolist()), self.verifier.scores(paths, todo, progress)))
+        self.seconds += time.perf_counter() - start
+        return np.array([self.cache[e] for e in map(tuple, edges.tolist())], np.float32)
+
+
+def _threshold_table(store, truth: dict, k: int, verifier, title: str, default: float) -> None:
+    from dinolab.curate import find_duplicates
+
+    print(f"\n{title}\n")
     print("| threshold | pair recall | groups | false groups | false-group rate | recall resize / jpeg / crop / all |")
     print("|---|---|---|---|---|---|")
     rows = []
-    for t in sorted(set(THRESHOLDS + [DINO_THRESHOLD])):
-        res = find_duplicates(store, threshold=t, k=args.k, keep="first", progress=False)
+    for t in sorted(set(THRESHOLDS + [default])):
+        res = find_duplicates(store, threshold=t, k=k, keep="first", verify=verifier, progress=False)
         s = score(res.groups, store.paths, truth["families"], truth["kinds"])
         rows.append((t, s))
         kinds = " / ".join(f"{s['recall_by_kind'].get(k, float('nan')):.2f}" for k in ("resize", "jpeg", "crop", "all"))
@@ -196,9 +225,9 @@ def run_planted(args) -> None:
     if ok:
         lo, hi = min(t for t, _ in ok), max(t for t, _ in ok)
         print(f"\nthresholds meeting recall ≥ 0.90 with < 5% false groups: {lo:.2f} .. {hi:.2f} "
-              f"(default for DINO embeddings: {DINO_THRESHOLD})")
+              f"(dinolab dedup's default here: {default})")
     else:
-        print("\nno threshold reaches recall ≥ 0.90 with < 5% false groups for this model")
+        print("\nno threshold reaches recall ≥ 0.90 with < 5% false groups")
 
 
 # ---------------------------------------------------------------- one million synthetic embeddings
@@ -323,6 +352,8 @@ def main() -> None:
     p.add_argument("--generated", type=int, default=60, help="generated originals besides the photo tiles")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", help="where to build the image folder (default: a new temporary folder)")
+    p.add_argument("--verify", action="store_true", help="also print the table with pixel verification of the pairs")
+    p.add_argument("--verify-min-score", type=float, default=0.75, help="NCC a verified pair reaches (default 0.75)")
     s = sub.add_parser("scale", help="dedup and k-means time / memory on synthetic embeddings")
     s.add_argument("--n", type=int, default=1_000_000)
     s.add_argument("--dim", type=int, default=384)
