@@ -7,18 +7,20 @@ candidates can be checked the way image retrieval checks its matches (geometric 
 align the two pictures and see whether their pixels agree.
 
 For a pair (A, B) each image in turn plays the *outer* picture and the other the *inner* one. Both
-become grayscale thumbnails (shorter side ``size``) and are reduced to their *detail*: the thumbnail
+become RGB thumbnails (shorter side ``size``) and are reduced to their *detail*: the thumbnail
 minus its Gaussian blur at σ = ``size / 8``. This removes the broad layout of light and dark that
 many different pictures share (a vignette, sky above ground, shapes on a plain background), so what
 must line up is each picture's own structure. The inner detail is resized to a fraction ``f`` of the
 outer frame (``1 - max_crop <= f <= 1``, in one-pixel steps, its aspect ratio kept) and slid over the
-outer detail; at every offset the normalised cross-correlation (NCC, in [-1, 1]) is taken. The pair's
+outer detail; at every offset the normalised cross-correlation (NCC, in [-1, 1]) is taken over the
+three channels together (each centred on its own mean), so the colours must agree as well as the
+shapes: two pictures with a dark edge in one place but different colours do not match. The pair's
 score is the best NCC over offsets, fractions, both roles and (``flips``) the mirrored inner picture.
 
 Resized, re-encoded and slightly cropped copies score close to 1 (NCC ignores brightness and
 contrast changes); different pictures score far lower, even tiles of one texture, because their
-pixels do not line up. On the planted benchmark every original-copy pair scored ≥ 0.89 and every
-different pair ≤ 0.64 (BENCHMARKS.md), hence the default ``min_score`` 0.75. Rotations, strong crops,
+pixels do not line up. On the planted benchmark every original-copy pair scored ≥ 0.83 and every
+pair of different pictures ≤ 0.68 (BENCHMARKS.md), hence the default ``min_score`` 0.75. Rotations, strong crops,
 overlays and other heavy edits are *not* verified: verification trades recall on those for precision.
 
 Pictures without detail (standard deviation of the detail below 1/255: flat or smoothly shaded)
@@ -49,7 +51,7 @@ class PixelVerifier:
     Attributes:
         min_score: pairs whose best NCC reaches this are verified duplicates.
         max_crop: largest share of each side an edited copy may have lost to cropping.
-        size: shorter side of the thumbnails, in pixels (memory: ``size²`` bytes per image).
+        size: shorter side of the thumbnails, in pixels (memory: ``3·size²`` bytes per image).
         flips: also try the mirrored picture (a horizontally flipped copy is a duplicate).
 
     Examples:
@@ -88,27 +90,29 @@ class PixelVerifier:
         return out
 
     def pair_score(self, a: torch.Tensor, b: torch.Tensor) -> float:
-        """Score of two grayscale thumbnails (h×w float in [0, 1]): the best over both roles."""
+        """Score of two thumbnails (``(C, h, w)`` or ``(h, w)`` float in [0, 1], the same C): the best
+        over both roles."""
+        a, b = (t[None] if t.dim() == 2 else t for t in (a, b))
         sigma = self.size / 8
         da, db = detail(a, sigma), detail(b, sigma)
         if da.std() < FLAT_STD or db.std() < FLAT_STD:
             if da.std() >= FLAT_STD or db.std() >= FLAT_STD:
                 return 0.0
-            b_as_a = F.interpolate(b[None, None], size=a.shape, mode="bilinear", antialias=True, align_corners=False)
-            return float(float((a - b_as_a[0, 0]).abs().mean()) <= FLAT_MEAN_TOLERANCE)
+            b_as_a = F.interpolate(b[None], size=a.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
+            return float(float((a - b_as_a[0]).abs().mean()) <= FLAT_MEAN_TOLERANCE)
         return max(self._inside(da, db), self._inside(db, da))
 
     def _inside(self, outer: torch.Tensor, inner: torch.Tensor) -> float:
-        """Best NCC of ``inner`` (h×w) resized and placed inside ``outer`` (H×W)."""
-        big_h, big_w = outer.shape
-        aspect = inner.shape[1] / inner.shape[0]
+        """Best NCC of ``inner`` (C×h×w) resized and placed inside ``outer`` (C×H×W)."""
+        big_h, big_w = outer.shape[-2:]
+        aspect = inner.shape[-1] / inner.shape[-2]
         best = -1.0
-        o = outer[None, None]
+        o = outer[None]
         for h in range(max(2, int(np.ceil(big_h * (1 - self.max_crop)))), big_h + 1):
             w = int(round(h * aspect))
             if not 2 <= w <= big_w:
                 continue
-            t = F.interpolate(inner[None, None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+            t = F.interpolate(inner[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)
             kernels = torch.cat([t, t.flip(-1)]) if self.flips else t
             best = max(best, float(_ncc(o, kernels).max()))
         return best
@@ -123,40 +127,54 @@ class PixelVerifier:
             except UnreadableImage as e:
                 bad.append((e.path, e.reason))
                 continue
-            thumbs[i] = (thumbnail(img, self.size) * 255).round().byte()  # 1 byte a pixel while many are held
+            thumbs[i] = (thumbnail(img, self.size) * 255).round().byte()  # 1 byte a value while many are held
         return thumbs, bad
 
 
 def thumbnail(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Grayscale float thumbnail in [0, 1] with shorter side ``size``: ``(3, H, W) uint8 -> (h, w)``."""
-    gray = (image.float() * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0) / 255.0
-    h, w = gray.shape
+    """RGB float thumbnail in [0, 1] with shorter side ``size``: ``(3, H, W) uint8 -> (3, h, w)``."""
+    h, w = image.shape[-2:]
     scale = size / min(h, w)
     shape = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return F.interpolate(gray[None, None], size=shape, mode="bilinear", antialias=True, align_corners=False)[0, 0]
+    x = image.float()[None] / 255.0
+    return F.interpolate(x, size=shape, mode="bilinear", antialias=True, align_corners=False)[0]
 
 
 def detail(thumb: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``thumb`` (h×w) minus its Gaussian blur of standard deviation ``sigma`` px (edges replicated)."""
-    radius = min(int(3 * sigma), min(thumb.shape) - 1)
-    x = torch.arange(-radius, radius + 1, dtype=thumb.dtype)
-    k = torch.exp(-x * x / (2 * sigma * sigma))
+    """``thumb`` (``(C, h, w)`` or ``(h, w)``) minus its Gaussian blur of standard deviation ``sigma`` px,
+    per channel (edges replicated)."""
+    x = thumb[None] if thumb.dim() == 2 else thumb
+    radius = min(int(3 * sigma), min(x.shape[-2:]) - 1)
+    r = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    k = torch.exp(-r * r / (2 * sigma * sigma))
     k = k / k.sum()
-    t = F.pad(thumb[None, None], (radius, radius, radius, radius), mode="replicate")
-    blurred = F.conv2d(F.conv2d(t, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
-    return thumb - blurred[0, 0]
+    t = F.pad(x[:, None], (radius, radius, radius, radius), mode="replicate")  # channels as a batch
+    blurred = F.conv2d(F.conv2d(t, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))[:, 0]
+    return (x - blurred).view_as(thumb)
 
 
 def _ncc(outer: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """NCC of each kernel ``(K, 1, h, w)`` at every offset inside ``outer`` ``(1, 1, H, W)``: ``(K, H-h+1, W-w+1)``."""
+    """NCC of each kernel ``(K, C, h, w)`` at every offset inside ``outer`` ``(1, C, H, W)``: ``(K, H-h+1, W-w+1)``.
+
+    Each channel is centred on its own mean (in the kernel and in the window); the correlation is
+    then taken over all channels at once, so the colours of the structure must agree too.
+    """
     n = kernels.shape[-1] * kernels.shape[-2]
     k = kernels - kernels.mean(dim=(-1, -2), keepdim=True)
     k = k / k.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    num = F.conv2d(outer, k)[0]  # Σ k·window; k sums to 0, so the window's mean drops out
-    mean = F.avg_pool2d(outer, kernels.shape[-2:], stride=1)[0]
-    sq = F.avg_pool2d(outer * outer, kernels.shape[-2:], stride=1)[0]
-    window_norm = ((sq - mean * mean).clamp_min(0) * n).sqrt()
-    return torch.where(window_norm > FLAT_STD * n ** 0.5, num / window_norm.clamp_min(1e-12), torch.zeros_like(num))
+    num = F.conv2d(outer, k)[0]  # Σ k·window; each channel of k sums to 0, so the window means drop out
+    h, w = kernels.shape[-2:]
+    o = outer[0].double()  # window sums from summed-area tables (float64: the variance is a difference)
+    total, total_sq = _window_sums(o, h, w), _window_sums(o * o, h, w)
+    window_norm = (total_sq - total * total / n).clamp_min(0).sum(0).sqrt().float()
+    floor = FLAT_STD * (n * kernels.shape[1]) ** 0.5
+    return torch.where(window_norm > floor, num / window_norm.clamp_min(1e-12), torch.zeros_like(num))
+
+
+def _window_sums(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Sum of every ``h×w`` window of ``x`` ``(C, H, W)``: ``(C, H-h+1, W-w+1)``, from a summed-area table."""
+    table = F.pad(x.cumsum(-1).cumsum(-2), (1, 0, 1, 0))
+    return table[:, h:, w:] - table[:, :-h, w:] - table[:, h:, :-w] + table[:, :-h, :-w]
 
 
 def _iter(items, progress: bool, desc: str):

@@ -49,6 +49,27 @@ def test_ncc_matches_a_window_by_window_correlation():
     np.testing.assert_allclose(got, want, atol=1e-5)
     # a window cut from the outer picture itself correlates perfectly at its offset
     assert _ncc(outer, outer[..., 3:10, 4:13])[0, 3, 4] == pytest.approx(1.0, abs=1e-5)
+    # colour: each channel centred on its own mean, then one correlation over all channels
+    outer3 = torch.rand(1, 3, 9, 10, generator=g)
+    kernel3 = torch.rand(1, 3, 5, 6, generator=g)
+    o3, k3 = outer3[0].double().numpy(), kernel3[0].double().numpy()
+    kc = (k3 - k3.mean(axis=(1, 2), keepdims=True)).ravel()
+    for y, x in [(0, 0), (2, 3), (4, 4)]:
+        win = o3[:, y:y + 5, x:x + 6]
+        wc = (win - win.mean(axis=(1, 2), keepdims=True)).ravel()
+        want3 = kc @ wc / np.sqrt((kc @ kc) * (wc @ wc))
+        assert float(_ncc(outer3, kernel3)[0, y, x]) == pytest.approx(want3, abs=1e-5)
+
+
+def test_the_same_shapes_in_other_colours_do_not_verify():
+    v = PixelVerifier()
+    boxes = torch.full((64, 64), 0.3)
+    boxes[10:30, 40:60] = 0.8
+    boxes[45:55, 5:25] = 0.6
+    grey = torch.full((64, 64), 0.5)
+    red, green = torch.stack([boxes, grey, grey]), torch.stack([grey, boxes, grey])
+    assert v.pair_score(red, red[:, 4:60, 3:59]) > 0.9  # the same picture, cropped
+    assert v.pair_score(red, green) < 0.5  # one layout, drawn in the red channel vs the green one
 
 
 def test_edited_copies_verify_and_different_pictures_of_one_texture_do_not(tmp_path):
