@@ -191,6 +191,23 @@ def run_planted(args) -> None:
                          VERIFIED_THRESHOLDS["dino"])
         print(f"pixel verification: {len(verifier.cache)} distinct pairs scored in {verifier.seconds:.1f} s "
               f"({len(verifier.cache) / max(verifier.seconds, 1e-9):.0f} pairs/s, thumbnails included)")
+        _score_gap(verifier.cache, store.paths, truth)
+
+
+def _score_gap(cache: dict, paths: list[str], truth: dict) -> None:
+    """How far apart the verifier puts planted (original, copy) pairs and pairs of different pictures."""
+    fam, kinds = truth["families"], truth["kinds"]
+    direct, different = [], []
+    for (i, j), s in cache.items():
+        a, b = paths[i], paths[j]
+        if fam[a] != fam[b]:
+            different.append(s)
+        elif (a in kinds) != (b in kinds):  # one original, one copy
+            direct.append(s)
+    direct, different = np.array(direct), np.array(different)
+    if len(direct) and len(different):
+        print(f"verifier scores among the candidates: planted (original, copy) pairs min {np.nanmin(direct):.3f} "
+              f"({len(direct)} pairs), pairs of different pictures max {np.nanmax(different):.3f} ({len(different)} pairs)")
 
 
 class _CachedScores:
