@@ -3,7 +3,8 @@
 Retrieval (as for DINOv2's LVD-142M):
   dinolab curate --pool pool.npz --seeds mine.npz --k 4 --out cur/
       the --k nearest pool images of every seed (the per-seed cap), their union, optionally
-      near-deduplicated (--dedup-threshold) and capped (--max-images, most similar kept).
+      near-deduplicated (--dedup-threshold, --dedup-verify as in `dinolab dedup --verify`) and
+      capped (--max-images, most similar kept).
   dinolab curate --pool pool.npz --seeds mine.npz --clusters 100000 --min-seeds 4 --per-cluster 10000 --out cur/
       cluster-based, for large seed sets: k-means the pool, take up to --per-cluster images
       from every cluster holding at least --min-seeds seeds.
@@ -35,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, default=4, help="pool images per seed (default 4; LVD-142M used 4 and 32)")
     parser.add_argument("--min-similarity", type=float, help="drop retrieved images less similar than this to their seed")
     parser.add_argument("--dedup-threshold", type=float, help="remove near-duplicates (cosine ≥ this) from the selection")
+    parser.add_argument("--dedup-verify", action="store_true",
+                        help="with --dedup-threshold: only pairs whose pixels align are duplicates (see dinolab dedup --verify)")
     parser.add_argument("--max-images", type=int, help="cap on the number of retrieved images")
     parser.add_argument("--clusters", help="retrieval: pool k-means clusters (one number); "
                                            "--balanced: clusters per level, bottom up (e.g. 1000,100)")
@@ -68,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     if args.balanced == bool(args.seeds):
         raise ConfigError("give either --seeds (retrieval) or --balanced --target N (balanced sampling), not "
                           + ("both" if args.balanced else "neither"))
+    if args.dedup_verify and args.dedup_threshold is None:
+        raise ConfigError("--dedup-verify checks the pairs that --dedup-threshold finds; give --dedup-threshold "
+                          "too (e.g. 0.8, the candidate threshold of `dinolab dedup --verify`)")
     out = Path(args.out)
     outputs = ["selected.txt", "selection.csv"] + (["clustering.npz"] if args.balanced and not args.clustering else [])
     for name in outputs:
@@ -100,8 +106,11 @@ def _retrieve(args, pool, seeds):
         rows = [[int(i), int(c), int(res.seeds_per_cluster[c]), round(float(s), 4)]
                 for i, c, s in zip(res.indices, res.cluster, res.similarity)]
         return rows, ["cluster", "seeds_in_cluster", "similarity_to_centroid"]
+    from dinolab.curate.verify import PixelVerifier
+
     res = retrieve_neighbors(pool, seeds, args.k, min_similarity=args.min_similarity, max_images=args.max_images,
-                             dedup_threshold=args.dedup_threshold, **search)
+                             dedup_threshold=args.dedup_threshold,
+                             dedup_verify=PixelVerifier() if args.dedup_verify else None, **search)
     seed_paths = seeds.paths
     rows = [[int(i), seed_paths[j], round(float(s), 4)] for i, j, s in zip(res.indices, res.seed, res.similarity)]
     return rows, ["seed", "similarity"]

@@ -47,7 +47,7 @@ class RetrievalResult:
 
 def retrieve_neighbors(pool: EmbeddingStore, seeds: EmbeddingStore, k: int = 4, *, min_similarity: float | None = None,
                        max_images: int | None = None, dedup_threshold: float | None = None,
-                       progress: bool = True, **search) -> RetrievalResult:
+                       dedup_verify=None, progress: bool = True, **search) -> RetrievalResult:
     """The union of every seed's ``k`` nearest pool images.
 
     Args:
@@ -57,6 +57,8 @@ def retrieve_neighbors(pool: EmbeddingStore, seeds: EmbeddingStore, k: int = 4, 
         max_images: cap on the union; the most similar images are kept.
         dedup_threshold: if given, near-duplicates inside the union are removed
             (:func:`dinolab.curate.dedup.find_duplicates` with this threshold).
+        dedup_verify: a :class:`~dinolab.curate.verify.PixelVerifier` for that deduplication
+            (only pairs whose pixels align count as duplicates; needs the pool's image paths).
         search: passed to :func:`dinolab.curate.knn.knn_search` (backend, index, nprobe, ...).
 
     Examples:
@@ -89,7 +91,7 @@ def retrieve_neighbors(pool: EmbeddingStore, seeds: EmbeddingStore, k: int = 4, 
 
         sub = EmbeddingStore(pool.rows(sel), [pool.paths[i] for i in sel] if pool.has_paths else None,
                              source=pool.source)
-        keep = find_duplicates(sub, threshold=dedup_threshold, progress=progress, **search).keep
+        keep = find_duplicates(sub, threshold=dedup_threshold, verify=dedup_verify, progress=progress, **search).keep
         sel, sim, who = sel[keep], sim[keep], who[keep]
     return RetrievalResult(sel.astype(np.int64), _paths(pool, sel), who.astype(np.int64), sim.astype(np.float32))
 

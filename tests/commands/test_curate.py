@@ -86,3 +86,26 @@ def test_bad_options_are_explained(tmp_path, capsys, extra, message):
     np.save(tmp_path / "pool.npy", np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32))
     assert main(["curate", "--pool", str(tmp_path / "pool.npy"), "--out", str(tmp_path / "o"), *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_seed_retrieval_dedup_can_verify_pixels(tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    blobs = [Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((96, 96), Image.BICUBIC)
+             for _ in range(2)]  # smooth random pictures
+    paths = [str(tmp_path / n) for n in ("a.png", "a_copy.png", "b.png")]
+    blobs[0].save(paths[0])
+    blobs[0].resize((60, 60), Image.BICUBIC).save(paths[1])
+    blobs[1].save(paths[2])
+    # one embedding for all three: by the embeddings alone they are all duplicates of each other
+    Embeddings(paths, _circle([0, 0, 0])).save(tmp_path / "pool.npz")
+    Embeddings(["s.jpg"], _circle([1])).save(tmp_path / "seeds.npz")
+    base = ["curate", "--pool", str(tmp_path / "pool.npz"), "--seeds", str(tmp_path / "seeds.npz"), "--k", "3",
+            "--dedup-threshold", "0.9"]
+    assert main(base + ["--out", str(tmp_path / "plain")]) == 0
+    assert _lines(tmp_path / "plain" / "selected.txt") == [paths[0]]
+    assert main(base + ["--dedup-verify", "--out", str(tmp_path / "verified")]) == 0
+    assert _lines(tmp_path / "verified" / "selected.txt") == [paths[0], paths[2]]  # b is another picture
+    assert main(base[:-2] + ["--dedup-verify", "--out", str(tmp_path / "x")]) == 2
+    assert "--dedup-threshold" in capsys.readouterr().err
