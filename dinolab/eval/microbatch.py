@@ -50,12 +50,19 @@ def micro_batch_size(model: torch.nn.Module, image_size: int | tuple[int, int], 
     return max(1, min(batch_size, CPU_ACTIVATION_BUDGET // (tokens * width * element)))
 
 
+def micro_batch_size_for(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """:func:`micro_batch_size` for the images ``x`` ``(B, 3, H, W)`` as they are about to be run: their
+    device, their size, and bf16 when autocast is on for that device (or ``x`` is 16-bit)."""
+    low = torch.is_autocast_enabled(x.device.type) or x.dtype in (torch.bfloat16, torch.float16)
+    return micro_batch_size(model, tuple(x.shape[-2:]), "bf16" if low else "fp32", x.device, len(x))
+
+
 def in_micro_batches(fn: Callable[[torch.Tensor], T], x: torch.Tensor, size: int) -> T:
     """``fn(x)`` computed on slices of at most ``size`` rows of ``x`` (``(B, ...)``), outputs joined.
 
     The slices are as equal as possible (32 rows at ``size`` 12: 11, 11, 10). ``fn`` may return a
-    tensor or nested tuples / lists / dicts of tensors whose first dimension is the batch; they are
-    concatenated along it.
+    tensor or nested tuples / lists / dicts of tensors whose first dimension is the batch (or None,
+    in every micro-batch); they are concatenated along it.
     """
     if size >= len(x):
         return fn(x)
@@ -65,6 +72,10 @@ def in_micro_batches(fn: Callable[[torch.Tensor], T], x: torch.Tensor, size: int
 
 def _join(parts: list):
     first = parts[0]
+    if first is None:  # an optional output that no micro-batch produced (e.g. forward_features' masks)
+        if any(p is not None for p in parts):
+            raise TypeError("cannot join micro-batch outputs that are None in some micro-batches only")
+        return None
     if isinstance(first, torch.Tensor):
         return torch.cat(parts)
     if isinstance(first, dict):

@@ -242,8 +242,10 @@ class _FeatureSource:
     def _tokens(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         from ..device import autocast
 
+        from ..eval.microbatch import in_micro_batches, micro_batch_size_for
+
         with torch.inference_mode(), autocast(self.device, self.precision):
-            out = self.backbone.forward_features(x)
+            out = in_micro_batches(self.backbone.forward_features, x, micro_batch_size_for(self.backbone, x))
         return {k: out[k].float() for k in _TOKEN_KEYS}
 
     def _scan(self, num_workers: int, progress: bool, max_bad_fraction: float):

@@ -106,8 +106,10 @@ class AlignedModel(nn.Module):
 
     def backbone_tokens(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Normalised images ``(B, 3, H, W)`` -> the frozen backbone's final-norm ``cls``/``registers``/``patches``."""
+        from ..eval.microbatch import in_micro_batches, micro_batch_size_for
+
         with torch.no_grad():
-            out = self.backbone.forward_features(images)
+            out = in_micro_batches(self.backbone.forward_features, images, micro_batch_size_for(self.backbone, images))
         return {k: out[k] for k in ("cls", "registers", "patches")}
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:

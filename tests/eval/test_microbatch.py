@@ -4,7 +4,7 @@ import torch
 import dinolab
 from dinolab.errors import ConfigError
 from dinolab.eval.features import embed
-from dinolab.eval.microbatch import CPU_ACTIVATION_BUDGET, in_micro_batches, micro_batch_size
+from dinolab.eval.microbatch import CPU_ACTIVATION_BUDGET, in_micro_batches, micro_batch_size, micro_batch_size_for
 
 
 def test_micro_batch_size_keeps_the_residual_stream_under_the_cpu_budget():
@@ -37,6 +37,20 @@ def test_in_micro_batches_splits_evenly_and_joins_nested_outputs():
     assert sizes == [32]
     with pytest.raises(TypeError, match="str"):
         in_micro_batches(lambda c: "no", x, 4)
+    # optional outputs (forward_features' masks) stay None
+    joined = in_micro_batches(lambda c: {"cls": c, "masks": None}, x, 5)
+    assert joined["masks"] is None and torch.equal(joined["cls"], x)
+
+
+def test_micro_batch_size_for_reads_device_size_and_autocast():
+    vits14 = dinolab.create_model("dinov2_vits14", depth=1)
+    x = torch.zeros(32, 3, 224, 224)
+    assert micro_batch_size_for(vits14, x) == micro_batch_size(vits14, 224, "fp32", "cpu", 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert micro_batch_size_for(vits14, x) == micro_batch_size(vits14, 224, "bf16", "cpu", 32)
+    assert micro_batch_size_for(vits14, x.bfloat16()) == micro_batch_size(vits14, 224, "bf16", "cpu", 32)
+    wide = torch.zeros(32, 3, 224, 448)
+    assert micro_batch_size_for(vits14, wide) == micro_batch_size(vits14, (224, 448), "fp32", "cpu", 32)
 
 
 def test_embed_gives_the_same_features_in_any_micro_batch_size():
