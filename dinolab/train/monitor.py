@@ -11,7 +11,8 @@ DINO collapses in two ways (Caron et al. 2021, §5.3), both visible in the teach
   centering, a teacher that follows the student too fast, a learning rate too high.
 
 :class:`CollapseMonitor` raises the alarm when a signature lasts ``patience`` steps in a row,
-once per episode.
+once per episode, with advice for the case at hand: in distillation (``distillation=True``) the
+teacher is frozen, so the advice is about its targets, not its momentum or centering.
 
 Examples:
     >>> mon = CollapseMonitor(out_dim=1024, patience=2)
@@ -34,13 +35,28 @@ ADVICE = {
                      "lower optim.lr, or check that dino.center_momentum is 0.9",
 }
 
+# In distillation the teacher is frozen: no EMA momentum or centering speed to tune on its side; what
+# helps is sharper targets, or a signal that does not go through its heads.
+DISTILL_ADVICE = {
+    "uniform": "the frozen teacher's targets are nearly uniform (entropy {entropy:.2f} of at most ln K = {lnk:.2f}) "
+               "for {n} steps: its heads say little about these images (random heads of a released backbone, or "
+               "heads trained on other data). Turn on the relational term, which uses the teacher's features "
+               "rather than its heads (distill.relation_loss_weight=1), lower teacher.teacher_temp to sharpen "
+               "the targets, or distil from a run directory whose heads were trained on similar images",
+    "one_prototype": "the frozen teacher sends every image to the same few prototypes (batch perplexity "
+                     "{perplexity:.2f}) for {n} steps: its heads do not separate these images. Use Sinkhorn-Knopp "
+                     "targets (dino.centering=sinkhorn_knopp), which spread the batch over prototypes, or the "
+                     "relational term (distill.relation_loss_weight=1)",
+}
+
 
 class CollapseMonitor:
     """Counts consecutive steps with a collapse signature; ``update`` returns a message when one is confirmed."""
 
     def __init__(self, out_dim: int, patience: int = 100, uniform_entropy_ratio: float = 0.95,
-                 min_prototype_perplexity: float = 2.0) -> None:
+                 min_prototype_perplexity: float = 2.0, distillation: bool = False) -> None:
         self.lnk = math.log(out_dim)
+        self.advice = DISTILL_ADVICE if distillation else ADVICE
         self.patience = patience
         self.uniform_entropy_ratio = uniform_entropy_ratio
         self.min_perplexity = min_prototype_perplexity
@@ -66,5 +82,5 @@ class CollapseMonitor:
             return None
         self.warned.add(kind)
         perplexity = math.exp(max(self.lnk - kl_uniform, 0.0))
-        return f"{kind} collapse: " + ADVICE[kind].format(entropy=entropy, lnk=self.lnk, n=self.streak[kind],
+        return f"{kind} collapse: " + self.advice[kind].format(entropy=entropy, lnk=self.lnk, n=self.streak[kind],
                                                           perplexity=perplexity)

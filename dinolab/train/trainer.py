@@ -270,7 +270,7 @@ class Trainer:
         self.bad_files = BadFileLog(c.data.max_bad_fraction, self.run_dir / "bad_files.log")
         self.eval_bad_files: dict[str, str] = {}  # unreadable files met by the k-NN evaluation (both splits)
         self.monitor = CollapseMonitor(c.dino.out_dim, c.monitor.collapse_patience, c.monitor.uniform_entropy_ratio,
-                                       c.monitor.min_prototype_perplexity)
+                                       c.monitor.min_prototype_perplexity, distillation=bool(c.distill.teacher))
         self.metrics = MetricsLog(self.run_dir / METRICS_NAME, enabled=self.rank == 0)
         self.nonfinite_streak = 0
         self.last_knn: dict[int, float] | None = None

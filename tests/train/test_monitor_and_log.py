@@ -43,3 +43,14 @@ def test_metrics_truncate_drops_later_steps_and_torn_lines(tmp_path):
     assert read_metrics(path)[-1]["loss"] == "nan"
     MetricsLog(path).truncate(3)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_distillation_advice_is_about_the_frozen_teachers_targets():
+    lnk = math.log(1024)
+    mon = CollapseMonitor(1024, patience=1, distillation=True)
+    message = mon.update(0.99 * lnk, 0.0)
+    assert message.startswith("uniform collapse") and "distill.relation_loss_weight" in message
+    assert "momentum" not in message
+    message = mon.update(0.01, lnk)
+    assert message.startswith("one_prototype collapse") and "sinkhorn_knopp" in message
+    assert "momentum_teacher" not in message  # a frozen teacher has no EMA to slow down
