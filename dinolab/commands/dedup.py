@@ -10,13 +10,16 @@ Thresholds depend on the embedding space. --space dino (default, for dinolab/DIN
 uses 0.9 (self) and 0.8 (--against); --space sscd uses LVD-142M's 0.6 and 0.45, which suit
 copy-detection embeddings only: on DINO embeddings 0.6 merges different photos of similar things.
 
---verify checks every candidate pair in the images themselves before linking it: the pictures are
-aligned (one resized inside the other, up to --verify-max-crop of each side cropped, mirrored or
-not) and their normalised cross-correlation must reach --verify-min-score. Resized, re-encoded and
-slightly cropped copies pass; different photos that a semantic embedding puts close together (two
-tiles of one texture, two drawings in one style) do not. Heavily edited copies (rotated, strongly
-cropped, overlaid) do not pass either. The embedding threshold then only picks candidates, so it
-defaults lower (0.8 for dino). Needs the image files (paths in the embeddings).
+Pixel verification (--verify; on by default when the images are at hand) checks every candidate
+pair in the images themselves before linking it: the pictures are aligned (one resized inside the
+other, up to --verify-max-crop of each side cropped, mirrored or not) and their normalised
+cross-correlation must reach --verify-min-score. Resized, re-encoded and slightly cropped copies
+pass; different photos that a semantic embedding puts close together (two tiles of one texture,
+two drawings in one style) do not. Heavily edited copies (rotated, strongly cropped, overlaid) do
+not pass either: use --verify off (and a high --threshold) to group those by the embeddings alone.
+With verification the embedding threshold only picks candidates, so it defaults lower (0.8 for
+dino). --verify auto (the default) verifies when the embeddings' paths are image files that exist
+here; --verify on insists (an error without paths), --verify off never reads the images.
 
 Outputs in --out: kept.txt, removed.txt (one path a line), groups.json and groups.csv (every
 group with its members, the kept one, similarities, and leaks to the evaluation set; with --verify
@@ -25,7 +28,7 @@ also the candidate pairs it rejected).
 Examples:
   dinolab dedup photos/ --weights dinov2_vits14.pth --out dedup/
   dinolab dedup pool.npz --against test.npz --threshold 0.92 --out dedup/
-  dinolab dedup photos/ --weights dinov2_vits14.pth --verify --out dedup/
+  dinolab dedup pool.npz --verify off --threshold 0.95 --out dedup/
 """
 
 from __future__ import annotations
@@ -49,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--against", help="evaluation embeddings or images: remove pool groups close to any of them")
     parser.add_argument("--against-threshold", type=float,
                         help="cosine similarity for --against (dino 0.8, sscd 0.45)")
-    parser.add_argument("--verify", action="store_true",
-                        help="link only candidate pairs whose pixels align (resized/re-encoded/cropped copies)")
+    parser.add_argument("--verify", nargs="?", const="on", default="auto", choices=("auto", "on", "off"),
+                        help="link only candidate pairs whose pixels align (resized/re-encoded/cropped copies); "
+                             "auto (default): when the images exist here")
     parser.add_argument("--verify-min-score", type=float, default=0.75,
                         help="normalised cross-correlation a verified pair reaches (default 0.75)")
     parser.add_argument("--verify-max-crop", type=float, default=0.2,
@@ -93,15 +97,19 @@ def run(args: argparse.Namespace) -> int:
     against_cache = None
     if args.against and not is_embeddings_file(args.against):
         against_cache = check_writable(out / "against_embeddings.npz", force=args.force)
-    verify = PixelVerifier(min_score=args.verify_min_score, max_crop=args.verify_max_crop) if args.verify else None
+    embed = dict(weights=args.weights, key=args.key, batch_size=args.batch_size, image_size=args.image_size,
+                 device=args.device, precision=args.precision)
+    pool = load_or_embed(args.data, cache=cache, paths=args.paths, **embed)
+    verifying = args.verify == "on" or (args.verify == "auto" and _images_at_hand(pool))
+    verify = PixelVerifier(min_score=args.verify_min_score, max_crop=args.verify_max_crop) if verifying else None
     self_t, against_t = THRESHOLDS[args.space]
     if verify is not None:
         self_t = VERIFIED_THRESHOLDS[args.space]
     threshold = self_t if args.threshold is None else args.threshold
     against_threshold = against_t if args.against_threshold is None else args.against_threshold
-    embed = dict(weights=args.weights, key=args.key, batch_size=args.batch_size, image_size=args.image_size,
-                 device=args.device, precision=args.precision)
-    pool = load_or_embed(args.data, cache=cache, paths=args.paths, **embed)
+    print(f"pixel verification {'on' if verifying else 'off'}"
+          + (" (the images are not at hand)" if args.verify == "auto" and not verifying else "")
+          + f"; embedding threshold {threshold}")
     against = load_or_embed(args.against, cache=against_cache, **embed) if args.against else None
     result = find_duplicates(pool, threshold=threshold, k=args.k, keep=args.keep, against=against,
                              against_threshold=against_threshold, verify=verify, backend=args.backend, index=args.index,
@@ -114,4 +122,15 @@ def run(args: argparse.Namespace) -> int:
              if verify is not None else "")
           + f"; lists in {out}/ (no image was moved or deleted)")
     return 0
+
+
+def _images_at_hand(store, sample: int = 100) -> bool:
+    """Whether the rows name image files that exist here (checked on up to ``sample`` evenly spaced rows)."""
+    import os
+
+    if not store.has_paths or len(store) == 0:
+        return False
+    paths = store.paths
+    step = max(1, len(paths) // sample)
+    return all(os.path.isfile(p) for p in paths[::step][:sample])
 

@@ -166,3 +166,19 @@ def test_dedup_command_verify_option(tmp_path, capsys):
     assert doc["verify"]["min_score"] == 0.75 and doc["verify"]["n_rejected"] == 2
     assert doc["threshold"] == 0.8  # verification lowers the default embedding threshold (candidates only)
     assert "verified" in capsys.readouterr().out
+
+
+def test_dedup_command_verifies_by_default_when_the_images_are_at_hand(tmp_path, capsys):
+    a = _copies(_texture(0), tmp_path, "a")
+    b = _copies(_texture(1), tmp_path, "b")
+    Embeddings([a["original"], a["resized"], b["original"]], np.ones((3, 8), np.float32)).save(tmp_path / "pool.npz")
+    assert main(["dedup", str(tmp_path / "pool.npz"), "--out", str(tmp_path / "auto")]) == 0
+    assert "pixel verification on" in capsys.readouterr().out
+    assert (tmp_path / "auto" / "removed.txt").read_text().splitlines() == [a["resized"]]
+    assert main(["dedup", str(tmp_path / "pool.npz"), "--out", str(tmp_path / "off"), "--verify", "off"]) == 0
+    assert "pixel verification off" in capsys.readouterr().out
+    assert len((tmp_path / "off" / "removed.txt").read_text().splitlines()) == 2  # one group of all three
+    # embeddings whose paths are not files here: auto falls back to the embeddings alone, and says so
+    Embeddings(["x.jpg", "y.jpg"], np.ones((2, 8), np.float32)).save(tmp_path / "names.npz")
+    assert main(["dedup", str(tmp_path / "names.npz"), "--out", str(tmp_path / "names")]) == 0
+    assert "pixel verification off (the images are not at hand); embedding threshold 0.9" in capsys.readouterr().out
