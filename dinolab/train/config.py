@@ -200,6 +200,8 @@ class TrainConfig:
     max_nonfinite_steps: int = 20  # stop after this many non-finite steps in a row
     progress: bool = True
     distributed: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate the student, or shard it (FSDP2)
+    # on CPU, keep freed memory in the process for reuse (glibc; faster steps, more resident memory)
+    keep_freed_memory: bool = True
 
 
 @dataclass

@@ -70,6 +70,7 @@ from .distill import EXPORT_FILES as DISTILL_EXPORT_FILES
 from .distill import STUDENT_EXPORT, Distillation
 from .ema import EMA
 from .metrics_log import MetricsLog
+from .cpu_memory import keep_freed_memory
 from .monitor import CollapseMonitor
 from .objectives import Objectives, StepInputs
 from .optim import apply_schedule, build_optimizer, clip_gradients, drop_last_layer_grads
@@ -237,6 +238,8 @@ class Trainer:
         c = self.config
         self.device = distributed.train_device(c.train.device)  # cuda:LOCAL_RANK under torchrun
         self.precision = resolve_precision(c.train.precision, self.device)
+        if self.device.type == "cpu" and c.train.keep_freed_memory:
+            keep_freed_memory()  # no page faults on each step's large buffers (cpu_memory.py)
         _seed_all(c.train.seed)
         self.data: RunData = build_run_data(c)
         n = len(self.data.train)
