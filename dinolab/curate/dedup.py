@@ -42,7 +42,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .knn import knn_pairs
-from .store import EmbeddingStore
+from .store import EmbeddingStore, _progress_iter
 from .verify import PixelVerifier
 
 SSCD_THRESHOLD = 0.6
@@ -278,7 +278,7 @@ def find_duplicates(store: EmbeddingStore, *, threshold: float = DINO_THRESHOLD,
     keep_mask = np.ones(n, dtype=bool)
     sim_to_kept = np.full(n, np.nan, np.float32)
     kept = []
-    for g in _iter(groups, progress, "choosing kept images"):
+    for g in _progress_iter(groups, "choosing kept images", progress, min_items=1000):
         chosen = _choose(g, paths, keep if store.has_paths else "first")
         keep_mask[g] = False
         keep_mask[chosen] = True
@@ -322,14 +322,6 @@ def _image_size(path: str) -> tuple[int, int]:
         return w * h, os.path.getsize(path)
     except Exception:  # not an image file (e.g. synthetic names): no preference
         return 0, 0
-
-
-def _iter(items, progress: bool, desc: str):
-    if not progress or len(items) < 1000:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, disable=None, leave=False)
 
 
 __all__ = ["DisjointSet", "DedupResult", "duplicate_edges", "find_duplicates", "DINO_THRESHOLD",

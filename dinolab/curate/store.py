@@ -228,3 +228,12 @@ def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="img", disable=None if enabled else True, leave=False)
+
+
+def _progress_iter(items, desc: str, enabled: bool, min_items: int):
+    """``items``, behind a progress bar when ``enabled`` and there are at least ``min_items`` of them."""
+    if not enabled or len(items) < min_items:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, disable=None, leave=False)

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from .store import _progress_iter
 
 FLAT_STD = 1.0 / 255
 FLAT_MEAN_TOLERANCE = 4.0 / 255
@@ -79,7 +80,7 @@ class PixelVerifier:
         edges = np.asarray(edges, np.int64).reshape(-1, 2)
         thumbs, bad = self._thumbnails(paths, np.unique(edges), progress)
         out = np.full(len(edges), np.nan, np.float32)
-        for e in _iter(range(len(edges)), progress, "verifying pairs"):
+        for e in _progress_iter(range(len(edges)), "verifying pairs", progress, min_items=200):
             i, j = edges[e]
             if i in thumbs and j in thumbs:
                 out[e] = self.pair_score(thumbs[i].float() / 255, thumbs[j].float() / 255)
@@ -135,7 +136,7 @@ class PixelVerifier:
         from ..data.decode import UnreadableImage, decode_image
 
         thumbs, bad = {}, []
-        for i in _iter(rows.tolist(), progress, "reading thumbnails"):
+        for i in _progress_iter(rows.tolist(), "reading thumbnails", progress, min_items=200):
             try:
                 img = decode_image(paths[i], min_size=self.size)
             except UnreadableImage as e:
@@ -189,14 +190,6 @@ def _window_sums(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Sum of every ``h×w`` window of ``x`` ``(C, H, W)``: ``(C, H-h+1, W-w+1)``, from a summed-area table."""
     table = F.pad(x.cumsum(-1).cumsum(-2), (1, 0, 1, 0))
     return table[:, h:, w:] - table[:, :-h, w:] - table[:, h:, :-w] + table[:, :-h, :-w]
-
-
-def _iter(items, progress: bool, desc: str):
-    if not progress or len(items) < 200:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, disable=None, leave=False)
 
 
 __all__ = ["PixelVerifier", "thumbnail", "detail"]
