@@ -96,8 +96,9 @@ class PixelVerifier:
         a, b = (t[None] if t.dim() == 2 else t for t in (a, b))
         sigma = self.size / 8
         da, db = detail(a, sigma), detail(b, sigma)
-        if da.std() < FLAT_STD or db.std() < FLAT_STD:
-            if da.std() >= FLAT_STD or db.std() >= FLAT_STD:
+        flat_a, flat_b = bool(da.std() < FLAT_STD), bool(db.std() < FLAT_STD)
+        if flat_a or flat_b:
+            if not (flat_a and flat_b):
                 return 0.0
             b_as_a = F.interpolate(b[None], size=a.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
             return float(float((a - b_as_a[0]).abs().mean()) <= FLAT_MEAN_TOLERANCE)
@@ -112,6 +113,7 @@ class PixelVerifier:
         big_h, big_w = outer.shape[-2:]
         aspect = inner.shape[-1] / inner.shape[-2]
         o = outer[None]
+        sums = _window_tables(o)  # shared by every height tried
         scores: dict[int, float] = {}
 
         def at(h: int) -> float:
@@ -122,7 +124,7 @@ class PixelVerifier:
                 else:
                     t = F.interpolate(inner[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)
                     kernels = torch.cat([t, t.flip(-1)]) if self.flips else t
-                    scores[h] = float(_ncc(o, kernels).max())
+                    scores[h] = float(_ncc(o, kernels, sums).max())
             return scores[h]
 
         low = max(2, int(np.ceil(big_h * (1 - self.max_crop))))
@@ -168,27 +170,35 @@ def detail(thumb: torch.Tensor, sigma: float) -> torch.Tensor:
     return (x - blurred).view_as(thumb)
 
 
-def _ncc(outer: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+def _ncc(outer: torch.Tensor, kernels: torch.Tensor,
+         sums: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """NCC of each kernel ``(K, C, h, w)`` at every offset inside ``outer`` ``(1, C, H, W)``: ``(K, H-h+1, W-w+1)``.
 
     Each channel is centred on its own mean (in the kernel and in the window); the correlation is
     then taken over all channels at once, so the colours of the structure must agree too.
+    ``sums``: :func:`_window_tables` of ``outer``, when the caller tries several kernel sizes on it.
     """
     n = kernels.shape[-1] * kernels.shape[-2]
     k = kernels - kernels.mean(dim=(-1, -2), keepdim=True)
     k = k / k.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
     num = F.conv2d(outer, k)[0]  # Σ k·window; each channel of k sums to 0, so the window means drop out
     h, w = kernels.shape[-2:]
-    o = outer[0].double()  # window sums from summed-area tables (float64: the variance is a difference)
-    total, total_sq = _window_sums(o, h, w), _window_sums(o * o, h, w)
+    table, table_sq = sums if sums is not None else _window_tables(outer)
+    total, total_sq = _window_sums(table, h, w), _window_sums(table_sq, h, w)
     window_norm = (total_sq - total * total / n).clamp_min(0).sum(0).sqrt().float()
     floor = FLAT_STD * (n * kernels.shape[1]) ** 0.5
     return torch.where(window_norm > floor, num / window_norm.clamp_min(1e-12), torch.zeros_like(num))
 
 
-def _window_sums(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Sum of every ``h×w`` window of ``x`` ``(C, H, W)``: ``(C, H-h+1, W-w+1)``, from a summed-area table."""
-    table = F.pad(x.cumsum(-1).cumsum(-2), (1, 0, 1, 0))
+def _window_tables(outer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed-area tables ``(C, H+1, W+1)`` of ``outer`` ``(1, C, H, W)`` and of its square, in float64
+    (a window's variance is a difference of two such sums)."""
+    o = outer[0].double()
+    return tuple(F.pad(x.cumsum(-1).cumsum(-2), (1, 0, 1, 0)) for x in (o, o * o))
+
+
+def _window_sums(table: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Sum of every ``h×w`` window, from a summed-area table ``(C, H+1, W+1)``: ``(C, H-h+1, W-w+1)``."""
     return table[:, h:, w:] - table[:, :-h, w:] - table[:, h:, :-w] + table[:, :-h, :-w]
 
 
