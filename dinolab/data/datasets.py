@@ -22,8 +22,9 @@ Decoding happens in :meth:`ImageDataset.load`, one file at a time; a bad file ra
 
 from __future__ import annotations
 
+import logging
 import os
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -36,6 +37,8 @@ from .decode import DEFAULT_MAX_PIXELS, decode_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
                     ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".mpo")
+
+logger = logging.getLogger("dinolab.data")
 
 _HOW_TO = ("pass a folder of images, a class-per-subfolder folder, a .txt file with one image path per line, "
            "or builtin:digits / builtin:shapes")
@@ -138,11 +141,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
 def _scan_folder(folder: Path, exts: tuple[str, ...], labels: bool | None
                  ) -> tuple[list[str], np.ndarray | None, list[str] | None]:
-    found: list[PurePath] = []  # relative to folder
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        rel = Path(dirpath).relative_to(folder)
-        found += [rel / f for f in filenames if not f.startswith(".") and Path(f).suffix.lower() in exts]
+    found = [Path(p).relative_to(folder) for p in walk_images(folder, exts)]
     if not found:
         raise DataError(f"no images found under {folder} (looked for {', '.join(exts)}, recursively); "
                         f"put images there or {_HOW_TO}")
@@ -153,6 +152,53 @@ def _scan_folder(folder: Path, exts: tuple[str, ...], labels: bool | None
         index = {c: k for k, c in enumerate(class_names)}
         return paths, np.array([index[r.parts[0]] for r in found], dtype=np.int64), class_names
     return paths, None, None
+
+
+def walk_images(folder: str | os.PathLike, exts: Sequence[str] = IMAGE_EXTENSIONS) -> list[str]:
+    """Paths of the non-hidden files below ``folder`` whose extension is in ``exts`` (lower case, with dot).
+
+    Symbolic links to folders are followed, but each real folder (device + inode) is read once: a link
+    back up the tree (``sub/up -> ..``) would otherwise walk forever, and a link to a folder already
+    read would list its images twice. Such links and unreadable folders are named in one warning each.
+    """
+    seen: set[tuple[int, int]] = set()
+    skipped_links: list[str] = []
+    unreadable: list[str] = []
+    out: list[str] = []
+
+    def first_visit(path: str) -> bool:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
+    first_visit(os.fspath(folder))
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True,
+                                                 onerror=lambda e: unreadable.append(f"{e.filename} ({e.strerror})")):
+        keep = []
+        for d in dirnames:
+            if d.startswith("."):
+                continue
+            if first_visit(os.path.join(dirpath, d)):
+                keep.append(d)
+            else:
+                skipped_links.append(os.path.join(dirpath, d))
+        dirnames[:] = keep
+        out += [os.path.join(dirpath, f) for f in filenames
+                if not f.startswith(".") and os.path.splitext(f)[1].lower() in exts]
+    if skipped_links:
+        logger.warning(f"{folder}: skipped {len(skipped_links)} link(s) to folders already read (a loop or a "
+                       f"second path to the same folder): {', '.join(skipped_links[:3])}"
+                       + (" ..." if len(skipped_links) > 3 else ""))
+    if unreadable:
+        logger.warning(f"{folder}: could not read {len(unreadable)} folder(s), their images are left out: "
+                       f"{', '.join(unreadable[:3])}" + (" ..." if len(unreadable) > 3 else ""))
+    return out
 
 
 def _read_file_list(list_path: Path, root: str | os.PathLike | None) -> list[str]:

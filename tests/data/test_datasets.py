@@ -125,3 +125,25 @@ def test_custom_extensions(make_image, tmp_path):
 def test_folder_datasets_have_no_masks(image_folder):
     ds = ImageDataset(image_folder())
     assert not ds.has_masks and ds.masks(0) is None and ds.captions is None
+
+
+def test_symlink_loops_are_read_once_and_named(make_image, tmp_path, caplog):
+    # issue 22: `sub/up -> ..` twice made os.walk(followlinks=True) run forever
+    make_image(tmp_path / "L" / "a.png")
+    make_image(tmp_path / "L" / "sub" / "b.png")
+    (tmp_path / "L" / "sub" / "up").symlink_to("..")
+    (tmp_path / "L" / "sub" / "up2").symlink_to("..")
+    with caplog.at_level("WARNING", logger="dinolab.data"):
+        ds = ImageDataset(tmp_path / "L")
+    assert sorted(Path(p).relative_to(tmp_path / "L").as_posix() for p in ds.paths) == ["a.png", "sub/b.png"]
+    assert "up" in caplog.text and "already read" in caplog.text
+
+
+def test_linked_folder_outside_the_tree_is_followed_once(make_image, tmp_path):
+    make_image(tmp_path / "elsewhere" / "c.png")
+    make_image(tmp_path / "data" / "a.png")
+    (tmp_path / "data" / "link1").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "data" / "link2").symlink_to(tmp_path / "elsewhere")  # a second path to the same folder
+    ds = ImageDataset(tmp_path / "data")
+    assert [Path(p).name for p in ds.paths] == ["a.png", "c.png"]
+    assert Path(ds.paths[1]).parent.name == "link1"
