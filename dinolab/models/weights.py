@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from ..io import atomic_write
 from .formats import dinolab_format, hf, official
 from .formats.hf import export_hf
 from .formats.infer import detect_family, infer_config
-from .formats.tensor_files import read_safetensors, read_torch_file, write_safetensors
+from .formats.tensor_files import refuse_non_float, read_safetensors, read_torch_file, write_safetensors
 from .vit import VisionTransformer
 
 __all__ = ["load_model", "save_model", "export_hf", "export_official", "read_weights", "detect_format",
@@ -188,6 +189,7 @@ def read_weights(path: str | os.PathLike, *, checkpoint_key: str | None = None, 
 
 def build_model(weights: LoadedWeights) -> VisionTransformer:
     """Instantiate the architecture of ``weights`` and put its tensors in (float32, strict shapes)."""
+    check_architecture(weights.path, weights.config, weights.state_dict)
     try:
         with torch.device("meta"):
             model = VisionTransformer(**weights.config)
@@ -204,6 +206,64 @@ def build_model(weights: LoadedWeights) -> VisionTransformer:
         model = VisionTransformer(**weights.config)
         model.load_state_dict(sd, strict=True)
     return model
+
+
+# (lowest, highest) accepted value of each whole-number architecture option: far beyond any released
+# model, low enough that a hostile config cannot make us build millions of blocks before a shape check.
+_INT_RANGES = {"img_size": (1, 16384), "patch_size": (1, 1024), "in_chans": (1, 64), "embed_dim": (1, 65536),
+               "depth": (1, 1024), "num_heads": (1, 4096), "num_register_tokens": (0, 4096),
+               "swiglu_align": (1, 4096)}
+_FLOAT_KEYS = ("mlp_ratio", "norm_eps", "interpolate_offset", "rope_base", "layerscale_init", "rope_shift_coords",
+               "rope_jitter_coords", "rope_rescale_coords", "drop_path_rate")
+_BOOL_KEYS = ("qkv_bias", "proj_bias", "ffn_bias", "interpolate_antialias", "mask_k_bias", "untie_local_cls_norm",
+              "drop_path_uniform")
+
+
+def check_architecture(path: Path, config: Mapping[str, Any], sd: Mapping[str, torch.Tensor]) -> None:
+    """Refuse an architecture whose values are of the wrong type or out of range, or that the tensors
+    contradict (block count, width, patch size), before anything is built.
+
+    Raises:
+        WeightsError: naming the file, the option, its value and what was expected.
+    """
+    def bad(key: str, value: Any, want: str) -> WeightsError:
+        return WeightsError(f"{path}: architecture option {key}={value!r} is invalid ({want}); the file's config "
+                            f"is damaged or not a DINO ViT's")
+
+    for key, (lo, hi) in _INT_RANGES.items():
+        v = config.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise bad(key, v, "a whole number")
+        if not lo <= v <= hi:
+            raise bad(key, v, f"between {lo} and {hi}")
+    for key in _FLOAT_KEYS:
+        v = config.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise bad(key, v, "a finite number")
+    for key in _BOOL_KEYS:
+        v = config.get(key)
+        if v is not None and not isinstance(v, bool):
+            raise bad(key, v, "true or false")
+    if config.get("norm_eps") is not None and config["norm_eps"] <= 0:
+        raise bad("norm_eps", config["norm_eps"], "above 0")
+    if config.get("mlp_ratio") is not None and config["mlp_ratio"] <= 0:
+        raise bad("mlp_ratio", config["mlp_ratio"], "above 0")
+    dim, heads = config.get("embed_dim"), config.get("num_heads")
+    if dim is not None and heads is not None and dim % heads:
+        raise bad("num_heads", heads, f"a divisor of embed_dim={dim}")
+    blocks = {int(k.split(".")[1]) for k in sd if k.startswith("blocks.") and k.split(".")[1].isdigit()}
+    if blocks and config.get("depth") is not None and config["depth"] != len(blocks):
+        raise bad("depth", config["depth"], f"the file holds {len(blocks)} blocks")
+    cls = sd.get("cls_token")
+    if cls is not None and dim is not None and cls.shape[-1] != dim:
+        raise bad("embed_dim", dim, f"the file's cls_token is {cls.shape[-1]} wide")
+    proj = sd.get("patch_embed.proj.weight")
+    if proj is not None and proj.ndim == 4 and config.get("patch_size") is not None \
+            and proj.shape[-1] != config["patch_size"]:
+        raise bad("patch_size", config["patch_size"], f"the file's patch embedding is {proj.shape[-1]} px")
+    refuse_non_float(path, sd)
 
 
 def _recreate(model: torch.nn.Module, key: str) -> torch.Tensor:

@@ -32,7 +32,7 @@ from ..layers import swiglu_hidden_dim
 from ..presets import preset_config
 from .dinolab_format import unwrap
 from .infer import FAMILY_PRESETS, mlp_ratio, swiglu_ratio
-from .tensor_files import read_safetensors, read_torch_file, write_safetensors
+from .tensor_files import refuse_non_float, read_safetensors, read_torch_file, write_safetensors
 
 MODEL_TYPES = {"dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel",
                "dinov3_vit": "DINOv3ViTModel"}
@@ -109,9 +109,11 @@ def _shard_names(index: Path) -> list[str]:
 
 def _read_weights(f: Path) -> dict[str, torch.Tensor]:
     if f.suffix == ".safetensors":
-        return read_safetensors(f)[0]
-    obj = read_torch_file(f)
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        sd = read_safetensors(f)[0]
+    else:
+        sd = {k: v for k, v in read_torch_file(f).items() if isinstance(v, torch.Tensor)}
+    refuse_non_float(f, sd)  # before q/k/v are concatenated: torch.cat would promote int8 / bool to float
+    return sd
 
 
 def config_from_hf(cfg: Mapping[str, Any], where: str = "") -> tuple[dict[str, Any], str]:
@@ -241,6 +243,9 @@ def _square(v: Any, name: str, where: str) -> int:
             raise WeightsError(f"{where}: {name}={list(v)} is not square; dinolab models use square patches and "
                                f"a square position-embedding grid")
         v = v[0]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or v < 1:
+        raise WeightsError(f"{where}: {name}={v!r} in config.json is not a positive whole number; the file is "
+                           f"damaged or not a DINOv2 / DINOv3 config")
     return int(v)
 
 

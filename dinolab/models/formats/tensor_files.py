@@ -86,3 +86,13 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tenso
             t = tensors[name].detach().to("cpu").contiguous()
             if t.numel():
                 f.write(t.reshape(-1).view(torch.uint8).numpy().data)
+
+
+def refuse_non_float(where: str | os.PathLike, sd: Mapping[str, torch.Tensor]) -> None:
+    """Raise :class:`WeightsError` naming the tensors of ``sd`` that are not floating point (model weights
+    are; integer or bool tensors mean a quantised or damaged file)."""
+    not_float = [f"{k} ({str(v.dtype).replace('torch.', '')})" for k, v in sd.items() if not v.is_floating_point()]
+    if not_float:
+        raise WeightsError(f"{where}: {len(not_float)} tensor(s) are not floating point: {', '.join(not_float[:3])}"
+                           f"{' ...' if len(not_float) > 3 else ''}; quantised or damaged weights cannot be loaded, "
+                           f"use the float checkpoint")
