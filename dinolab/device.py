@@ -84,3 +84,20 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         return
     with torch.autocast(device_type=device.type, dtype=_DTYPES[precision]):
         yield
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op CPU threads (restored after).
+
+    For loops of many small tensor operations (a 64 px thumbnail, one pair at a time): there a
+    second thread only waits at each op's barrier, and on a machine whose other cores are busy each
+    barrier waits for a time slice, which made pixel verification 35-55x slower with 2 threads
+    than with 1 (BENCHMARKS.md). Large matrix products keep the process-wide setting.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..device import cpu_threads
 from ..errors import ConfigError
 from .store import _progress_iter
 
@@ -80,10 +81,11 @@ class PixelVerifier:
         edges = np.asarray(edges, np.int64).reshape(-1, 2)
         thumbs, bad = self._thumbnails(paths, np.unique(edges), progress)
         out = np.full(len(edges), np.nan, np.float32)
-        for e in _progress_iter(range(len(edges)), "verifying pairs", progress, min_items=200):
-            i, j = edges[e]
-            if i in thumbs and j in thumbs:
-                out[e] = self.pair_score(thumbs[i].float() / 255, thumbs[j].float() / 255)
+        with cpu_threads(1):  # per-pair work is too small to share: threads only wait (device.cpu_threads)
+            for e in _progress_iter(range(len(edges)), "verifying pairs", progress, min_items=200):
+                i, j = edges[e]
+                if i in thumbs and j in thumbs:
+                    out[e] = self.pair_score(thumbs[i].float() / 255, thumbs[j].float() / 255)
         if bad:
             first, reason = bad[0]
             warnings.warn(f"{len(bad)} image(s) could not be read for verification (first: {first}: {reason}); "

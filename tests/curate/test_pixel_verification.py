@@ -182,3 +182,23 @@ def test_dedup_command_verifies_by_default_when_the_images_are_at_hand(tmp_path,
     Embeddings(["x.jpg", "y.jpg"], np.ones((2, 8), np.float32)).save(tmp_path / "names.npz")
     assert main(["dedup", str(tmp_path / "names.npz"), "--out", str(tmp_path / "names")]) == 0
     assert "pixel verification off (the images are not at hand); embedding threshold 0.9" in capsys.readouterr().out
+
+
+def test_pair_loop_runs_on_one_thread_and_restores_the_setting(tmp_path, monkeypatch):
+    # issue 22 item 7: the per-pair ops fanned out over threads that only waited (12.7 s vs 0.67 s)
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray((np.random.default_rng(i).random((40, 40, 3)) * 255).astype("uint8")).save(paths[-1])
+    seen = []
+    real = PixelVerifier.pair_score
+    monkeypatch.setattr(PixelVerifier, "pair_score", lambda self, a, b: seen.append(torch.get_num_threads())
+                        or real(self, a, b))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        PixelVerifier().scores(paths, np.array([[0, 1], [1, 2]]), progress=False)
+        assert seen == [1, 1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
