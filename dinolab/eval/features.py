@@ -89,13 +89,32 @@ class Embeddings:
                 bad = list(zip((str(p) for p in z["bad_paths"]), (str(r) for r in z["bad_reasons"]))) \
                     if "bad_paths" in z else []
                 classes = get("classes")
-                return cls([str(p) for p in z["paths"]], z["cls"], get("patch_mean"), get("labels"),
+                paths = [str(p) for p in z["paths"]]
+                vectors = {k: _check_vectors(path, k, get(k), len(paths)) for k in ("cls", "patch_mean")}
+                labels = get("labels")
+                if labels is not None and (labels.dtype.kind not in "iu" or labels.shape != (len(paths),)):
+                    raise DataError(f"{path}: 'labels' must hold one whole number per path ({len(paths)}), got "
+                                    f"{labels.dtype} of shape {labels.shape}; re-create the file with `dinolab embed`")
+                return cls(paths, vectors["cls"], vectors["patch_mean"], labels,
                            None if classes is None else [str(c) for c in classes], bad)
         except FileNotFoundError:
             raise DataError(f"embeddings file {path} does not exist; create it with `dinolab embed`") from None
         except (ValueError, OSError) as e:
             raise DataError(f"{path} is not a readable .npz embeddings file ({e}); create it with "
                             f"`dinolab embed`") from None
+
+
+def _check_vectors(path: Any, key: str, a: np.ndarray | None, n: int) -> np.ndarray | None:
+    """``a`` if it is an ``(n, D)`` array of finite floats, else a :class:`DataError` naming ``key``."""
+    if a is None:
+        return None
+    if a.dtype.kind != "f" or a.ndim != 2 or a.shape[0] != n:
+        raise DataError(f"{path}: {key!r} must be a float array with one row per path ({n}), got {a.dtype} of "
+                        f"shape {a.shape}; re-create the file with `dinolab embed`")
+    if not np.isfinite(a).all():
+        raise DataError(f"{path}: {key!r} holds NaN or infinite values ({int((~np.isfinite(a)).any(1).sum())} "
+                        f"rows); the model that made them is broken, re-create the file with good weights")
+    return a
 
 
 def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 64, image_size: int = 224,

@@ -264,6 +264,11 @@ def check_architecture(path: Path, config: Mapping[str, Any], sd: Mapping[str, t
             and proj.shape[-1] != config["patch_size"]:
         raise bad("patch_size", config["patch_size"], f"the file's patch embedding is {proj.shape[-1]} px")
     refuse_non_float(path, sd)
+    broken = [k for k, v in sd.items() if not bool(torch.isfinite(v).all())]
+    if broken:
+        raise WeightsError(f"{path}: {len(broken)} tensor(s) hold NaN or infinite values ({', '.join(broken[:3])}"
+                           f"{' ...' if len(broken) > 3 else ''}); every output would be NaN. The training that "
+                           f"wrote them diverged: use an earlier checkpoint")
 
 
 def _recreate(model: torch.nn.Module, key: str) -> torch.Tensor:

@@ -141,3 +141,20 @@ def test_loading_a_wrong_file_is_a_data_error(tmp_path):
 def test_top_level_embed_is_this_function():
     assert dinolab.embed is embed
     assert Path(dinolab.eval.features.__file__).name == "features.py"
+
+
+@pytest.mark.parametrize("cls_array, message", [
+    (np.array([["a", "b"], ["c", "d"]]), "float array"),
+    (np.zeros((3, 4), np.float32), "one row per path"),
+    (np.array([[0.0, np.nan], [1.0, 2.0]], np.float32), "NaN or infinite"),
+])
+def test_damaged_embedding_files_are_refused_by_name(tmp_path, cls_array, message):
+    # issue 22 item 12: a string 'cls' array reached the k-NN as a raw TypeError
+    from dinolab.errors import DataError
+    from dinolab.eval.features import Embeddings
+
+    path = tmp_path / "e.npz"
+    np.savez(path, paths=np.array(["a.png", "b.png"]), cls=cls_array)
+    with pytest.raises(DataError, match=message) as e:
+        Embeddings.load(path)
+    assert "'cls'" in str(e.value) and "e.npz" in str(e.value)

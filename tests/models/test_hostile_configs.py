@@ -74,3 +74,15 @@ def test_non_float_tensors_are_refused(hf_folder, tmp_path, dtype):
 
 def test_the_untouched_folder_still_loads(hf_folder):
     assert load_model(hf_folder).depth == 2
+
+
+def test_nan_weights_are_refused_at_load(tmp_path):
+    # issue 22 item 12: `dinolab embed` wrote an all-NaN .npz from such weights and exited 0
+    from dinolab import create_model, save_model
+
+    model = create_model("vit_tiny", patch_size=8, img_size=32, depth=1)
+    with torch.no_grad():
+        model.blocks[0].mlp.fc1.weight[0, 0] = float("nan")
+    path = save_model(model, tmp_path / "m")
+    with pytest.raises(WeightsError, match="NaN or infinite.*blocks.0.mlp.fc1.weight"):
+        load_model(path)
