@@ -21,10 +21,21 @@ from .errors import DinolabError
 
 
 def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
-    """Return ``path`` as a Path, refusing an existing file unless ``force``."""
+    """Return ``path`` as a Path, refusing an existing file unless ``force``, a folder in its place, and a
+    place where it cannot be written (under a file, in a read-only folder), before any work is done."""
     p = Path(path)
+    if p.is_dir():
+        raise DinolabError(f"{p} is a folder; give the path of a file to write (e.g. {p / 'out'}{p.suffix})")
     if p.exists() and not force:
         raise DinolabError(f"{p} already exists; choose another output path or pass --force to overwrite it")
+    existing = p.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DinolabError(f"cannot write {p}: {existing} is a file, not a folder; choose another output path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DinolabError(f"cannot write {p}: the folder {existing} is not writable (read-only or another "
+                           f"user's); choose another output path")
     return p
 
 
@@ -36,8 +47,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     A full disk (ENOSPC) is reported as a :class:`DinolabError` naming the file.
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    except OSError as e:
+        raise DinolabError(f"cannot write {p}: {e.strerror} ({e.filename}); choose another output path") from e
     try:
         with os.fdopen(fd, mode) as f:
             yield f

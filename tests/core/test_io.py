@@ -1,4 +1,5 @@
 import errno
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +52,41 @@ def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
+
+
+def test_check_writable_refuses_a_place_it_cannot_write_before_any_work(tmp_path):
+    # issue 22 item 11: --out under a file gave a raw NotADirectoryError after the whole computation
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DinolabError, match="is a file, not a folder"):
+        check_writable(tmp_path / "file" / "sub" / "e.npz")
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(DinolabError, match="is a folder"):
+        check_writable(tmp_path / "adir", force=True)
+    assert check_writable(tmp_path / "new" / "deeper" / "e.npz") == tmp_path / "new" / "deeper" / "e.npz"
+
+
+def test_check_writable_refuses_a_read_only_folder(tmp_path, monkeypatch):
+    # root ignores permission bits, so the access check is simulated for the one folder
+    import os
+
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path else real(p, mode))
+    with pytest.raises(DinolabError, match="not writable"):
+        check_writable(tmp_path / "x.json")
+
+
+def test_atomic_write_under_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DinolabError, match="cannot write"):
+        with atomic_write(tmp_path / "file" / "out.txt", "w") as f:
+            f.write("never")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_embed_with_out_under_a_file_stops_before_embedding(tmp_path, capsys):
+    from dinolab.cli import main
+
+    (tmp_path / "file").write_text("x")
+    rc = main(["embed", str(tmp_path / "no_weights_needed_yet"), "builtin:digits",
+               "--out", str(tmp_path / "file" / "e.npz")])
+    assert rc == 2 and "is a file, not a folder" in capsys.readouterr().err
