@@ -63,5 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> int:
+    """The ``dinolab`` console script: :func:`main` with stdout printing file names that are not UTF-8 as
+    their own bytes (as ``ls`` does) instead of failing on them. Not done in :func:`main`, which may run
+    inside a host program whose stdout is not ours to change."""
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

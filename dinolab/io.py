@@ -45,6 +45,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
 
     On any exception the temporary file is removed and ``path`` is untouched.
     A full disk (ENOSPC) is reported as a :class:`DinolabError` naming the file.
+
+    Text modes write UTF-8 with ``surrogateescape``: a file name that is not valid UTF-8 (Linux allows
+    any bytes; Python decodes them to lone surrogates, ``os.fsdecode``) is written back as its original
+    bytes, so lists of paths round-trip through :func:`read_text_lines`.
     """
     p = Path(path)
     try:
@@ -53,7 +57,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     except OSError as e:
         raise DinolabError(f"cannot write {p}: {e.strerror} ({e.filename}); choose another output path") from e
     try:
-        with os.fdopen(fd, mode) as f:
+        text = {} if "b" in mode else {"encoding": "utf-8", "errors": "surrogateescape"}  # see below
+        with os.fdopen(fd, mode, **text) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -88,6 +93,19 @@ def atomic_save_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_save_text(path: str | os.PathLike, text: str) -> None:
     with atomic_write(path, "w") as f:
         f.write(text)
+
+
+def read_text_lines(path: str | os.PathLike) -> list[str]:
+    """The lines of a text file that holds paths: UTF-8, where bytes that are not UTF-8 (a file name from
+    a camera or an archive) decode as :func:`os.fsdecode` does, so they name the same file again.
+
+    Raises:
+        UnicodeDecodeError: when the file holds NUL bytes (a binary file, not a list).
+    """
+    data = Path(path).read_bytes()
+    if b"\0" in data:
+        raise UnicodeDecodeError("utf-8", data[:1], 0, 1, "a NUL byte: binary data, not text")
+    return data.decode("utf-8", errors="surrogateescape").splitlines()
 
 
 def remove_partial_writes(path: str | os.PathLike) -> list[Path]:

@@ -24,6 +24,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..io import read_text_lines
 
 EMBEDDING_SUFFIXES = (".npz", ".npy")
 
@@ -213,7 +214,7 @@ def _read_paths(paths: str | os.PathLike | Sequence[str], owner: Path) -> list[s
         f = Path(paths)
         if not f.is_file():
             raise DataError(f"{f}: no such paths file for {owner}; give a text file with one path a line")
-        return [line.rstrip("\n") for line in f.read_text().splitlines() if line.strip()]
+        return [line for line in read_text_lines(f) if line.strip()]
     return [str(s) for s in paths]
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..io import escapes_root
+from ..io import escapes_root, read_text_lines
 from .builtin import BuiltinSet, is_builtin, load_builtin
 from .decode import DEFAULT_MAX_PIXELS, decode_image
 
@@ -204,7 +204,7 @@ def walk_images(folder: str | os.PathLike, exts: Sequence[str] = IMAGE_EXTENSION
 def _read_file_list(list_path: Path, root: str | os.PathLike | None) -> list[str]:
     base = Path(root) if root is not None else list_path.parent
     try:
-        lines = list_path.read_text(encoding="utf-8").splitlines()
+        lines = read_text_lines(list_path)
     except UnicodeDecodeError:
         raise DataError(f"file list {list_path} is not UTF-8 text; it should hold one image path per line") from None
     paths = []

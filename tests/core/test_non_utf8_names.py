@@ -5,18 +5,24 @@ such a string strictly as UTF-8 crashed ``dinolab embed`` and ``dinolab dedup`` 
 """
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from dinolab import create_model, save_model
-from dinolab.cli import main
 from dinolab.data import ImageDataset
 from dinolab.eval.features import Embeddings
 
 GOOD = os.fsdecode(b"caf\xe9-good.png")  # latin-1 e-acute: not UTF-8
 BAD = os.fsdecode(b"\xff-broken.png")
+
+
+def _dinolab(*args):
+    # in a subprocess, as a user runs it: pytest-xdist cannot carry such names in captured output
+    return subprocess.run([sys.executable, "-m", "dinolab", *map(str, args)], capture_output=True, timeout=300)
 
 
 @pytest.fixture
@@ -35,8 +41,10 @@ def folder(tmp_path):
 def test_embed_lists_and_logs_such_names_as_their_own_bytes(folder, tmp_path):
     d, weights = folder
     out = tmp_path / "e.npz"
-    assert main(["embed", str(weights), str(d), "--out", str(out), "--image-size", "16",
-                 "--max-bad-fraction", "0.5", "--num-workers", "0"]) == 0
+    r = _dinolab("embed", weights, d, "--out", out, "--image-size", "16", "--max-bad-fraction", "0.5",
+                 "--num-workers", "0")
+    assert r.returncode == 0, r.stderr
+    assert os.fsencode(BAD) in r.stdout + r.stderr  # the summary names the file as it is on disk
     e = Embeddings.load(out)
     assert os.path.join(d, GOOD) in e.paths and all(os.path.exists(p) for p in e.paths)
     assert [p for p, _ in e.bad] == [os.path.join(d, BAD)]
@@ -47,8 +55,8 @@ def test_embed_lists_and_logs_such_names_as_their_own_bytes(folder, tmp_path):
 def test_dedup_lists_round_trip_to_the_same_files(folder, tmp_path):
     d, weights = folder
     out = tmp_path / "dd"
-    assert main(["dedup", str(d), "--weights", str(weights), "--out", str(out), "--image-size", "16",
-                 "--verify", "off"]) == 0
+    r = _dinolab("dedup", d, "--weights", weights, "--out", out, "--image-size", "16", "--verify", "off")
+    assert r.returncode == 0, r.stderr
     kept = (out / "kept.txt").read_bytes().splitlines()
     assert os.fsencode(os.path.join(d, GOOD)) in kept
     assert all(os.path.exists(k) for k in kept)
