@@ -60,8 +60,8 @@ class DisjointSet:
 
     Roots are always the smallest index of their set, so component labels do not depend on
     the order in which edges arrive. The edges are kept and the components computed when asked
-    for (and cached until the next union): on 1M random edges over 2M rows this is 1.8x faster
-    than the vectorised union-find it replaced (bench/bench_components.py, BENCHMARKS.md).
+    for (and cached until the next union): on 1M edges over 2M rows this is 1.2-1.5x faster than
+    the vectorised union-find it replaced (bench/bench_components.py, BENCHMARKS.md).
 
     Examples:
         >>> ds = DisjointSet(5)

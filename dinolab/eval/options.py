@@ -11,7 +11,7 @@ Adding an option is one field with its ``metadata=_arg(...)``: the flag, help an
 Examples:
     >>> import argparse
     >>> parser = argparse.ArgumentParser()
-    >>> add_inference_arguments(parser)
+    >>> group = add_inference_arguments(parser)
     >>> opts = InferenceOptions.from_args(parser.parse_args(["--image-size", "32", "--no-progress"]))
     >>> opts.image_size, opts.batch_size, opts.progress
     (32, 64, False)
@@ -29,9 +29,13 @@ from ..errors import ConfigError
 
 
 def _arg(help: str, *, metavar: str | None = None, type: Callable | None = None, nargs: int | None = None,
-         minimum: float | None = None, positive: bool = False) -> dict[str, Any]:
-    """Field metadata: how the option appears on the command line and what values it accepts."""
-    return {"help": help, "metavar": metavar, "type": type, "nargs": nargs, "minimum": minimum,
+         choices: Sequence[str] | None = None, minimum: float | None = None, positive: bool = False) -> dict[str, Any]:
+    """Field metadata: how the option appears on the command line and what values it accepts.
+
+    E.g. ``runtime: str = field(default="torch", metadata=_arg("torch (default) or onnx", choices=("torch",
+    "onnx")))`` gives ``--runtime {torch,onnx}`` in every command.
+    """
+    return {"help": help, "metavar": metavar, "type": type, "nargs": nargs, "choices": choices, "minimum": minimum,
             "positive": positive}
 
 
@@ -118,6 +122,6 @@ def add_inference_arguments(parser: argparse.ArgumentParser, *, only: Sequence[s
             group.add_argument(_flag(f), dest=f.name, action="store_false" if f.default else "store_true",
                                help=meta["help"])
             continue
-        kwargs = {k: meta[k] for k in ("metavar", "type", "nargs") if meta.get(k) is not None}
+        kwargs = {k: meta[k] for k in ("metavar", "type", "nargs", "choices") if meta.get(k) is not None}
         group.add_argument(_flag(f), dest=f.name, default=f.default, help=meta["help"], **kwargs)
     return group
