@@ -249,10 +249,8 @@ def evaluate_objects(model: torch.nn.Module, dataset: Any, methods: Sequence[str
         except UnreadableImage as e:
             res.bad.append((e.path, e.reason))
             continue
-        with autocast(dev, prec):
-            masks = object_masks(model, image.to(dev) if dev.type != "cpu" else image, methods, keep=keep,
-                                 heads=heads, preprocess=pp)
-        masks = {m: mask.cpu() for m, mask in masks.items()}
+        with autocast(dev, prec):  # the image stays on the CPU: the model's forward moves the batch
+            masks = object_masks(model, image, methods, keep=keep, heads=heads, preprocess=pp)
         gt = dataset.masks(i) if hasattr(dataset, "masks") else None
         if gt is not None:
             gt = gt_mask(gt)
