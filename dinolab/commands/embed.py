@@ -5,8 +5,9 @@ Face). DATA is a folder of images (recursive), a class-per-subfolder folder (lab
 names are saved too), a .txt file with one image path per line, or builtin:digits /
 builtin:shapes. Images are prepared as the model records (its input size, resize rule and
 normalisation: the global crop size of a `dinolab train` export, 224 px for official weights;
---image-size / --mean / --std override it; the line on stderr says what was used). The .npz holds paths, cls (N x D), patch_mean (with --patch-mean), labels and
-classes (class folders), bad_paths and bad_reasons. Unreadable files are skipped and listed in
+--image-size / --mean / --std override it; the line on stderr says what was used). The .npz
+holds paths, cls (N x D), patch_mean (with --patch-mean), labels and classes (class folders),
+bad_paths and bad_reasons. Unreadable files are skipped and listed in
 OUT's name with .bad_files.log; the run stops if more than --max-bad-fraction of them are bad.
 Example:
   dinolab embed dinov2_vits14.pth photos/ --out photos.npz --patch-mean

@@ -157,12 +157,13 @@ def is_embeddings_file(source: str | os.PathLike) -> bool:
 
 def load_or_embed(source: str | os.PathLike, *, weights: str | None = None, cache: str | os.PathLike | None = None,
                   paths: str | None = None, key: str = "cls", options: Any = None,
-                  announce: str | None = None) -> EmbeddingStore:
+                  announce: str | None = None, **inference: Any) -> EmbeddingStore:
     """Embeddings for ``source``: read an ``.npz``/``.npy``, or embed images with a model.
 
     Images (a folder, a class folder, a ``.txt`` list, ``builtin:...``) are embedded with
     ``dinolab.load_model(weights)`` and ``dinolab.embed`` as the model's preprocess says, with
-    ``options`` (an :class:`~dinolab.eval.options.InferenceOptions`, default ones when None) applied;
+    ``options`` (an :class:`~dinolab.eval.options.InferenceOptions`; or its fields as keyword arguments,
+    e.g. ``image_size=224, device="cpu"``, decoding in this process unless ``num_workers`` is given) applied;
     with ``announce`` (a command name) the preprocessing used is named on stderr. The result is saved
     to ``cache`` (an ``.npz``) so that a rerun with other thresholds can start from it.
     """
@@ -174,7 +175,9 @@ def load_or_embed(source: str | os.PathLike, *, weights: str | None = None, cach
     import dinolab
     from dinolab.eval.options import InferenceOptions
 
-    options = options or InferenceOptions()
+    if options is not None and inference:
+        raise TypeError(f"give options= or the keyword arguments {sorted(inference)}, not both")
+    options = options or InferenceOptions(**{"num_workers": 0, **inference})
     model = dinolab.load_model(weights)
     preprocess = options.preprocess_for(model, announce=announce)
     emb = dinolab.embed(model, str(source), preprocess=preprocess, patch_mean=(key == "patch_mean"),
