@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if is_sharded_run(args.src):  # an FSDP run: merge the shards of its last checkpoint
         key = args.checkpoint_key or "teacher"
         model = consolidate(args.src, key)
+        model.preprocess = _run_preprocess(Path(args.src))
         if args.pos_embed_resize:
             model.config["pos_embed_resize"] = args.pos_embed_resize
         loaded = SimpleNamespace(path=Path(args.src), format="dinolab sharded checkpoint", family="", source=key)
@@ -93,3 +94,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {w.message}")
     print(f"wrote {out} [{to}]")
     return 0
+
+
+def _run_preprocess(run):
+    """The preprocessing a training run recorded in its exported backbone (same crops for teacher and student)."""
+    import json
+
+    from ..models.preprocess import Preprocess
+
+    for name in ("teacher_backbone.json", "student_ema_backbone.json"):
+        record = json.loads((run / name).read_text()) if (run / name).is_file() else {}
+        if "preprocess" in record:
+            return Preprocess.from_dict(record["preprocess"], str(run / name))
+    return None

@@ -45,8 +45,8 @@ def _copy_detection(args, splits) -> int:
 
     if splits.has("query") or splits.has("database"):
         raise ConfigError("--copy-detection builds its own queries and database; drop --query/--database")
-    o = splits.options
-    res = copy_detection_eval(splits.model(), args.copy_detection, args.augmentations,
+    o, model = splits.options, splits.model()  # loading the model sets splits.preprocess
+    res = copy_detection_eval(model, args.copy_detection, args.augmentations,
                               kinds=args.kinds or COPY_KINDS, distractors=args.distractors,
                               preprocess=splits.preprocess, batch_size=o.batch_size, gem_p=args.gem_p, ks=args.ks,
                               device=o.device, precision=o.precision, seed=args.seed, progress=o.progress)
