@@ -2,7 +2,8 @@
 
 The public entry points are imported lazily so that ``import dinolab`` is cheap:
 
-- :func:`create_model`, :func:`load_model`, :func:`save_model` (models and weights)
+- :func:`create_model`, :func:`load_model`, :func:`save_model` (models and weights; ``model.preprocess``
+  is a :class:`Preprocess`: how the model sees)
 - :func:`embed` (images to embeddings)
 - :func:`train`, :class:`Trainer` (pretraining and distillation)
 - :mod:`dinolab.losses`, :mod:`dinolab.eval`, :mod:`dinolab.curate`
@@ -19,6 +20,7 @@ _LAZY = {
     "create_model": "dinolab.models",
     "load_model": "dinolab.models.weights",
     "save_model": "dinolab.models.weights",
+    "Preprocess": "dinolab.models.preprocess",
     "embed": "dinolab.eval.features",
     "train": "dinolab.train.trainer",
     "Trainer": "dinolab.train.trainer",

@@ -32,12 +32,10 @@ def add_split_arguments(parser: argparse.ArgumentParser, splits: Sequence[tuple[
 
 
 def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("embedding images (with WEIGHTS)")
-    g.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per batch (default 64)")
-    g.add_argument("--image-size", type=int, default=224, metavar="PX", help="centre-crop size (default 224)")
-    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    g.add_argument("--precision", default="auto", help="auto (default), fp32, bf16 or fp16")
-    g.add_argument("--num-workers", type=int, default=2, metavar="N", help="decoding processes (default 2)")
+    """The :class:`~dinolab.eval.options.InferenceOptions` group plus ``--max-bad-fraction``."""
+    from ..eval.options import add_inference_arguments
+
+    g = add_inference_arguments(parser, title="embedding images (with WEIGHTS)")
     g.add_argument("--max-bad-fraction", type=float, default=0.1, metavar="F",
                    help="unreadable files are skipped and named; stop if more than this share of a folder is "
                         "unreadable (default 0.1)")
@@ -51,9 +49,13 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 class SplitLoader:
     """Loads splits named on the command line, loading the model once if any split needs it."""
 
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
+    def __init__(self, args: argparse.Namespace, command: str = "dinolab"):
+        from ..eval.options import InferenceOptions
+
+        self.args, self.command = args, command
+        self.options = InferenceOptions.from_args(args)  # checks the values before any work
         self._model = None
+        self.preprocess = None  # what the model is fed, once loaded
 
     def model(self):
         from ..errors import ConfigError
@@ -62,12 +64,10 @@ class SplitLoader:
             if not self.args.weights:
                 raise ConfigError("image folders need WEIGHTS to embed them; give a weights file first, or "
                                   "precomputed embeddings with the --*-embeddings options")
-            for name in ("batch_size", "image_size"):
-                if getattr(self.args, name) < 1:
-                    raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self.args, name)}")
             from .. import load_model
 
             self._model = load_model(self.args.weights)
+            self.preprocess = self.options.preprocess_for(self._model, announce=self.command)
         return self._model
 
     def has(self, name: str) -> bool:
@@ -105,9 +105,8 @@ class SplitLoader:
             if len(dataset) == 0:
                 raise DataError(f"{flag} {folder} holds no images; point it at a folder of images")
             with warnings_held_back():  # named below, every one
-                emb = embed(model, dataset, batch_size=self.args.batch_size, image_size=self.args.image_size,
-                            device=self.args.device, precision=self.args.precision, n_last_blocks=n_last_blocks,
-                            patch_mean=patch_mean, num_workers=self.args.num_workers,
+                emb = embed(model, dataset, preprocess=self.preprocess, n_last_blocks=n_last_blocks,
+                            patch_mean=patch_mean, **self.options.embed_kwargs(),
                             max_bad_fraction=getattr(self.args, "max_bad_fraction", None),
                             limit_name="--max-bad-fraction")
             where = f"{flag} {folder}"

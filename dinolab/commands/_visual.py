@@ -12,14 +12,21 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 
+VISUAL_OPTIONS = ("image_size", "mean", "std", "device", "precision", "progress")
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--out`` (required), ``--image-size``, ``--device``, ``--precision``, ``--force``."""
+    """``--out`` (required), the inference options of one-image-at-a-time commands, ``--force``.
+
+    Images are resized so that the shorter side is about ``--image-size`` (default: the model's), both
+    sides multiples of the patch size (aspect kept).
+    """
+    from ..eval.options import add_inference_arguments
+
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    parser.add_argument("--image-size", type=int, default=224, metavar="PX",
-                        help="resize so the shorter side is about PX, both sides multiples of the patch size "
-                             "(aspect kept; default 224)")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", default="auto", help="auto (default), fp32, bf16 or fp16")
+    add_inference_arguments(parser, only=VISUAL_OPTIONS,
+                            title="running the model (the shorter side of each image is resized to about the "
+                                  "image size, aspect kept)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
 
 
@@ -45,18 +52,18 @@ def check_outputs(paths: Iterable[Path], force: bool) -> None:
         check_writable(p, force=force)
 
 
-def load_for_inference(args: argparse.Namespace):
-    """Load ``args.weights`` in eval mode on ``args.device``; returns ``(model, device, precision)``."""
+def load_for_inference(args: argparse.Namespace, command: str):
+    """Load ``args.weights`` in eval mode on ``--device``; returns ``(model, device, precision, preprocess)``
+    and says on stderr which preprocessing is used."""
     from .. import load_model
     from ..device import resolve_device, resolve_precision
+    from ..eval.options import InferenceOptions
 
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
-    if args.image_size < 1:
-        from ..errors import ConfigError
-        raise ConfigError(f"--image-size must be a positive number of pixels, got {args.image_size}")
+    options = InferenceOptions.from_args(args)
+    device = resolve_device(options.device)
+    precision = resolve_precision(options.precision, device)
     model = load_model(args.weights, device=device).eval()
-    return model, device, precision
+    return model, device, precision, options.preprocess_for(model, announce=command)
 
 
 def report_unreadable(bad: list[tuple[str, str]], total: int, what: str = "images") -> None:
@@ -72,8 +79,8 @@ def report_unreadable(bad: list[tuple[str, str]], total: int, what: str = "image
                     f"other {done}); fix or remove those files and run again")
 
 
-def prepared_images(paths: Sequence[str], stems: Sequence[str], patch_size: int, image_size: int,
-                    bad: list[tuple[str, str]], desc: str):
+def prepared_images(paths: Sequence[str], stems: Sequence[str], patch_size: int, preprocess,
+                    bad: list[tuple[str, str]], desc: str, progress: bool = True):
     """Yield ``(stem, resized uint8 3×H×W, normalised float 3×H×W)`` per readable image.
 
     Unreadable files are appended to ``bad`` as ``(path, reason)`` and skipped.
@@ -83,11 +90,11 @@ def prepared_images(paths: Sequence[str], stems: Sequence[str], patch_size: int,
     from ..data.decode import UnreadableImage, decode_image
     from ..eval.viz import prepare_image
 
-    for path, stem in tqdm(list(zip(paths, stems)), desc=desc, disable=None):
+    for path, stem in tqdm(list(zip(paths, stems)), desc=desc, disable=None if progress else True):
         try:
-            image = decode_image(path, min_size=image_size)
+            image = decode_image(path, min_size=preprocess.image_size)
         except UnreadableImage as e:
             bad.append((e.path, e.reason))
             continue
-        resized, x = prepare_image(image, patch_size, image_size)
+        resized, x = prepare_image(image, patch_size, preprocess=preprocess)
         yield stem, resized, x

@@ -41,11 +41,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     stems = unique_stems(paths)
     check_outputs((out / f"{s}{n}.png" for s in stems for n in ("_attn_mean", "_mask", "_sheet")), args.force)
-    model, device, precision = load_for_inference(args)
+    model, device, precision, preprocess = load_for_inference(args, "attention")
     check_outputs((out / f"{s}_attn_head{k}.png" for s in stems for k in range(model.num_heads)), args.force)
 
     bad: list[tuple[str, str]] = []
-    for stem, resized, x in prepared_images(paths, stems, model.patch_size, args.image_size, bad, "attention"):
+    for stem, resized, x in prepared_images(paths, stems, model.patch_size, preprocess, bad, "attention",
+                                               args.progress):
         with torch.no_grad(), autocast(device, precision):
             attn = attention_maps(model, x)
         pics = render_attention(resized, attn, keep=args.keep)

@@ -8,8 +8,13 @@ FSDP run (train.distributed=fsdp): the shards of its last checkpoint are merged 
 
 --to picks the output format (default: "official" when DST ends in .pth/.pt, else "dinolab"):
   dinolab   DST.safetensors + DST.json (or DST/model.* for a folder)
-  hf        DST/config.json + DST/model.safetensors, loadable with transformers' from_pretrained
+  hf        DST/config.json + DST/model.safetensors + DST/preprocessor_config.json, loadable with
+            transformers' from_pretrained / AutoImageProcessor
   official  DST.pth with the official hub key names (DINOv3 / DINOv2 / DINO v1 layout by architecture)
+
+The model's preprocessing (input size, resize rule, normalisation; see `model.preprocess`) is kept in
+dinolab and hf outputs; the official .pth layout has no place for it (loading it back gives the
+official defaults).
 
 Examples:
   dinolab convert dinov2_vits14_pretrain.pth vits14            # -> vits14.safetensors + vits14.json
@@ -49,13 +54,15 @@ def run(args: argparse.Namespace) -> int:
 
     to = args.to or ("official" if Path(args.dst).suffix in (".pth", ".pt") else "dinolab")
     outputs = {"dinolab": dinolab_format.paths_for(args.dst), "hf": (Path(args.dst) / "config.json",
-               Path(args.dst) / "model.safetensors"), "official": (Path(args.dst),)}[to]
+               Path(args.dst) / "model.safetensors", Path(args.dst) / "preprocessor_config.json"),
+               "official": (Path(args.dst),)}[to]
     for path in outputs:  # refuse before the (possibly long) read
         check_writable(path, force=args.force)
     overrides = {"num_heads": args.num_heads} if args.num_heads else {}
     if is_sharded_run(args.src):  # an FSDP run: merge the shards of its last checkpoint
         key = args.checkpoint_key or "teacher"
         model = consolidate(args.src, key)
+        model.preprocess = _run_preprocess(Path(args.src))
         if args.pos_embed_resize:
             model.config["pos_embed_resize"] = args.pos_embed_resize
         loaded = SimpleNamespace(path=Path(args.src), format="dinolab sharded checkpoint", family="", source=key)
@@ -67,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     what = " ".join(p for p in (loaded.format, loaded.family, f"({loaded.source})" if loaded.source else "") if p)
     print(f"read {loaded.path} [{what}]: embed_dim={model.embed_dim} depth={model.depth} heads={model.num_heads} "
           f"patch={model.patch_size} registers={model.num_register_tokens}")
+    if model.preprocess is not None:
+        print(f"preprocess: {model.preprocess.describe()}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if to == "dinolab":
@@ -78,7 +87,23 @@ def run(args: argparse.Namespace) -> int:
             out = weights.export_hf(model, args.dst, overwrite=args.force)
         else:
             out = weights.export_official(model, args.dst, overwrite=args.force)
+            if model.preprocess is not None and model.preprocess != weights.Preprocess():
+                print("note: the official .pth layout cannot record the preprocessing above; loading it back "
+                      "gives the official defaults (224 px, ImageNet mean/std): pass --image-size etc. to commands")
     for w in caught:
         print(f"note: {w.message}")
     print(f"wrote {out} [{to}]")
     return 0
+
+
+def _run_preprocess(run):
+    """The preprocessing a training run recorded in its exported backbone (same crops for teacher and student)."""
+    import json
+
+    from ..models.preprocess import Preprocess
+
+    for name in ("teacher_backbone.json", "student_ema_backbone.json"):
+        record = json.loads((run / name).read_text()) if (run / name).is_file() else {}
+        if "preprocess" in record:
+            return Preprocess.from_dict(record["preprocess"], str(run / name))
+    return None

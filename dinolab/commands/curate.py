@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 
-from .dedup import _embed_arguments, _search_arguments
+from .dedup import _embed_arguments, _embed_options, _search_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = ["selected.txt", "selection.csv"] + (["clustering.npz"] if args.balanced and not args.clustering else [])
     for name in outputs:
         check_writable(out / name, force=args.force)
-    embed = dict(weights=args.weights, key=args.key, batch_size=args.batch_size, image_size=args.image_size,
-                 device=args.device, precision=args.precision)
+    embed = _embed_options(args, "curate")
     caches = {}
     for name, src in (("pool", args.pool), ("seeds", args.seeds)):
         if src and not is_embeddings_file(src):

@@ -76,10 +76,16 @@ def _search_arguments(parser: argparse.ArgumentParser, nprobe: int = 4) -> None:
 
 
 def _embed_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto")
+    from ..eval.options import add_inference_arguments
+
+    add_inference_arguments(parser, title="embedding images (with --weights)")
+
+
+def _embed_options(args: argparse.Namespace, command: str) -> dict:
+    """Keyword arguments of :func:`~dinolab.curate.store.load_or_embed` from the command line."""
+    from ..eval.options import InferenceOptions
+
+    return dict(weights=args.weights, key=args.key, options=InferenceOptions.from_args(args), announce=command)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,8 +103,7 @@ def run(args: argparse.Namespace) -> int:
     against_cache = None
     if args.against and not is_embeddings_file(args.against):
         against_cache = check_writable(out / "against_embeddings.npz", force=args.force)
-    embed = dict(weights=args.weights, key=args.key, batch_size=args.batch_size, image_size=args.image_size,
-                 device=args.device, precision=args.precision)
+    embed = _embed_options(args, "dedup")
     pool = load_or_embed(args.data, cache=cache, paths=args.paths, **embed)
     verifying = args.verify == "on" or (args.verify == "auto" and _images_at_hand(pool))
     verify = PixelVerifier(min_score=args.verify_min_score, max_crop=args.verify_max_crop) if verifying else None

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from ._evalio import SplitLoader, align_labels, check_out, pct, table, write_json
 
     check_out(args)
-    splits = SplitLoader(args)
+    splits = SplitLoader(args, "fewshot")
     data = splits.load("data", flags=("DATA", "--embeddings"))
     query = splits.load("query") if splits.has("query") else None
     res = few_shot_episodes(data.cls, data.labels, shots=args.shots, n_episodes=args.episodes,

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ._evalio import SplitLoader, align_labels, check_out, pct, per_class_table, table, write_json
 
     check_out(args)
-    splits = SplitLoader(args)
+    splits = SplitLoader(args, "knn")
     train, val = splits.load("train"), splits.load("val")
     val_labels = align_labels(train, val, "--val")
     n_cls = len(train.classes) if train.classes else int(max(train.labels.max(), val_labels.max())) + 1

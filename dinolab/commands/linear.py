@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n_last_blocks < 1:
         raise ConfigError(f"--n-last-blocks must be at least 1, got {args.n_last_blocks}")
     check_out(args)
-    splits = SplitLoader(args)
+    splits = SplitLoader(args, "linear")
     opts = dict(n_last_blocks=args.n_last_blocks, patch_mean=args.avgpool)
     train, val = splits.load("train", **opts), splits.load("val", **opts)
     val_labels = align_labels(train, val, "--val")

@@ -38,14 +38,9 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    import torch
-    from tqdm import tqdm
-
     from ..data import ImageDataset
-    from ..data.decode import UnreadableImage
-    from ..device import autocast
     from ..errors import ConfigError, DataError
-    from ..eval.objects import METHODS, box_baselines, gt_mask, jaccard, object_masks
+    from ..eval.objects import METHODS, evaluate_objects
     from ..eval.viz import contact_sheet, mask_image, mask_overlay, save_png, to_hwc, unique_stems
     from ..io import atomic_save_text
     from ._visual import check_outputs, load_for_inference, report_unreadable
@@ -64,54 +59,41 @@ def run(args: argparse.Namespace) -> int:
     stems = unique_stems(dataset.paths[:n])
     check_outputs([out / f"{s}_{m}.png" for s in stems for m in methods]
                   + [out / "objects_sheet.png", out / "objects.json"], args.force)
-    model, device, precision = load_for_inference(args)
+    model, device, precision, preprocess = load_for_inference(args, "objects")
 
-    scores: dict[str, list[float]] = {m: [] for m in methods}
-    gts: list[torch.Tensor] = []
-    tiles, labels, bad = [], [], []
-    shown = 0
-    for i in tqdm(range(n), desc="objects", disable=None):
-        try:
-            image = dataset.load(i, min_size=args.image_size)
-        except UnreadableImage as e:
-            bad.append((e.path, e.reason))
-            continue
-        with torch.no_grad(), autocast(device, precision):
-            masks = object_masks(model, image, methods, image_size=args.image_size, keep=args.keep, heads=args.heads)
+    tiles, labels, shown = [], [], []
+
+    def write(i, image, masks, gt) -> None:  # the masks of image i, and the first ones on the sheet
         for m, mask in masks.items():
             save_png(out / f"{stems[i]}_{m}.png", mask_image(mask.numpy()))
-        gt = dataset.masks(i)  # None when DATA has no masks
-        if gt is not None:
-            gt = gt_mask(gt)
-            gts.append(gt)
-            for m, mask in masks.items():
-                scores[m].append(jaccard(mask, gt))
-        if shown < args.sheet_size:
-            shown += 1
+        if len(shown) < args.sheet_size:
+            shown.append(i)
             rgb = to_hwc(image)
-            tiles += [rgb] + [mask_overlay(rgb, mask.numpy()) for mask in masks.values()]
-            labels += [stems[i]] + list(masks)
+            tiles.extend([rgb] + [mask_overlay(rgb, mask.numpy()) for mask in masks.values()])
+            labels.extend([stems[i]] + list(masks))
             if gt is not None:
                 tiles.append(mask_overlay(rgb, gt.numpy(), color=(40, 220, 40)))
                 labels.append("ground truth")
+
+    res = evaluate_objects(model, dataset, methods, preprocess=preprocess, keep=args.keep, heads=args.heads,
+                           limit=n, device=device, precision=precision, progress=args.progress, on_image=write)
     if tiles:
-        columns = len(methods) + 1 + (1 if gts else 0)
+        columns = len(methods) + 1 + (1 if res.n_scored else 0)
         save_png(out / "objects_sheet.png", contact_sheet(tiles, labels, columns=columns * (2 if columns <= 3 else 1)))
 
-    if gts:
-        base = box_baselines(gts)
-        results = {"images": len(gts), "image_size": args.image_size, "weights": str(args.weights),
-                   "keep": args.keep, "heads": args.heads,
-                   "jaccard": {m: float(sum(v) / len(v)) for m, v in scores.items()},
+    if res.n_scored:
+        base = res.baselines
+        results = {"images": res.n_scored, "image_size": preprocess.image_size, "weights": str(args.weights),
+                   "keep": args.keep, "heads": args.heads, "jaccard": res.jaccard,
                    "baselines": {"centred box 50% area": base["box_jaccard"],
                                  f"best centred box ({base['best_box_area']:.0%} area, chosen on the ground truth)":
                                      base["best_box_jaccard"]}}
         atomic_save_text(out / "objects.json", json.dumps(results, indent=2) + "\n")
-        print(f"mean Jaccard over {len(gts)} image(s) with ground-truth masks:")
+        print(f"mean Jaccard over {res.n_scored} image(s) with ground-truth masks:")
         for name, value in list(results["jaccard"].items()) + list(results["baselines"].items()):
             print(f"  {name:<62} {value:.3f}")
     else:
         print("no ground-truth masks in DATA: masks written, nothing to score")
-    report_unreadable(bad, n)
-    print(f"wrote object masks of {n - len(bad)} image(s) to {out}")
+    report_unreadable(res.bad, n)
+    print(f"wrote object masks of {n - len(res.bad)} image(s) to {out}")
     return 0

@@ -40,11 +40,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     stems = unique_stems(paths)
     check_outputs([out / f"{s}_pca.png" for s in stems] + [out / "pca_sheet.png"], args.force)
-    model, device, precision = load_for_inference(args)
+    model, device, precision, preprocess = load_for_inference(args, "pca")
 
     done: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # stem, resized image, h×w×D features
     bad: list[tuple[str, str]] = []
-    for stem, resized, x in prepared_images(paths, stems, model.patch_size, args.image_size, bad, "pca"):
+    for stem, resized, x in prepared_images(paths, stems, model.patch_size, preprocess, bad, "pca",
+                                               args.progress):
         with torch.no_grad(), autocast(device, precision):
             done.append((stem, resized, patch_features(model, x)))
 

@@ -45,10 +45,11 @@ def _copy_detection(args, splits) -> int:
 
     if splits.has("query") or splits.has("database"):
         raise ConfigError("--copy-detection builds its own queries and database; drop --query/--database")
-    res = copy_detection_eval(splits.model(), args.copy_detection, args.augmentations,
+    o, model = splits.options, splits.model()  # loading the model sets splits.preprocess
+    res = copy_detection_eval(model, args.copy_detection, args.augmentations,
                               kinds=args.kinds or COPY_KINDS, distractors=args.distractors,
-                              image_size=args.image_size, batch_size=args.batch_size, gem_p=args.gem_p, ks=args.ks,
-                              device=args.device, precision=args.precision, seed=args.seed)
+                              preprocess=splits.preprocess, batch_size=o.batch_size, gem_p=args.gem_p, ks=args.ks,
+                              device=o.device, precision=o.precision, seed=args.seed, progress=o.progress)
     print(f"copy detection: {res['n_queries']} edited copies of {res['n_originals']} images, database of "
           f"{res['n_originals'] + res['n_distractors']} ({res['n_distractors']} distractors), "
           f"CLS + GeM(p={args.gem_p:g})")
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if min(args.ks) < 1 or args.top < 0:
         raise ConfigError("--ks must be positive and --top 0 or more")
     check_out(args)
-    splits = SplitLoader(args)
+    splits = SplitLoader(args, "retrieve")
     if args.copy_detection:
         return _copy_detection(args, splits)
     if not (splits.has("query") and splits.has("database")):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..eval.options import add_inference_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", help="images (folder, .txt list, builtin:NAME) or embeddings .npz")
@@ -23,24 +25,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="backbone weights (default: the copy or reference in A; must be the aligned backbone)")
     parser.add_argument("--save-embeddings", default=None, metavar="FILE.npz",
                         help="also save the image embeddings for later searches")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per batch (default 64)")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", default="auto", help="auto (default), fp32, bf16 or fp16")
-    parser.add_argument("--num-workers", type=int, default=2, metavar="N", help="decoding processes (default 2)")
+    add_inference_arguments(parser, title="embedding images (default size and normalisation: those the aligned "
+                                          "model was trained with)")
     parser.add_argument("--force", action="store_true", help="overwrite --save-embeddings")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..eval.options import InferenceOptions
     from ..io import check_writable
     from ..text import embed_images, load_aligned, text_search
     from ..text.aligned import AlignedEmbeddings, images_or_embeddings
 
     save = check_writable(args.save_embeddings, force=args.force) if args.save_embeddings else None
-    model = load_aligned(args.aligned, weights=args.weights, device=args.device)
+    options = InferenceOptions.from_args(args)
+    model = load_aligned(args.aligned, weights=args.weights, device=options.device)
+    model.preprocess = options.preprocess_for(model, announce="search")
     images = images_or_embeddings(args.data, model)
     if not isinstance(images, AlignedEmbeddings):
-        images = embed_images(model, images, batch_size=args.batch_size, device=args.device,
-                              precision=args.precision, num_workers=args.num_workers)
+        images = embed_images(model, images, batch_size=options.batch_size, device=options.device,
+                              precision=options.precision, num_workers=options.num_workers,
+                              progress=options.progress)
     if save is not None:
         images.save(save)
     hits = text_search(model, args.text, images, top_k=args.top_k)

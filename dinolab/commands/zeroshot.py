@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..eval.options import add_inference_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", help="images (folder, class folders, .txt list, builtin:NAME) or .npz")
@@ -29,10 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prompt template with {} for the class name; repeat for several "
                              "(default: 'a {}.', 'a photo of a {}.', 'a picture of a {}.', 'an image of a {}.')")
     parser.add_argument("--out", default=None, metavar="PREDS.csv", help="write the predictions there")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per batch (default 64)")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", default="auto", help="auto (default), fp32, bf16 or fp16")
-    parser.add_argument("--num-workers", type=int, default=2, metavar="N", help="decoding processes (default 2)")
+    add_inference_arguments(parser, title="embedding images (default size and normalisation: those the aligned "
+                                          "model was trained with)")
     parser.add_argument("--force", action="store_true", help="overwrite --out")
 
 
@@ -41,13 +41,16 @@ def run(args: argparse.Namespace) -> int:
     import io
 
     from ..errors import ConfigError
+    from ..eval.options import InferenceOptions
     from ..io import atomic_save_text, check_writable
     from ..text import load_aligned, zeroshot_classify
     from ..text.aligned import images_or_embeddings
     from ..text.zeroshot import DEFAULT_TEMPLATES, class_name_from_folder
 
     out = check_writable(args.out, force=args.force) if args.out else None
-    model = load_aligned(args.aligned, weights=args.weights, device=args.device)
+    options = InferenceOptions.from_args(args)
+    model = load_aligned(args.aligned, weights=args.weights, device=options.device)
+    model.preprocess = options.preprocess_for(model, announce="zeroshot")
     images = images_or_embeddings(args.data, model)
     if args.classes is not None:
         classes = [c.strip() for c in args.classes.split(",") if c.strip()]
@@ -57,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.data} has no class folders, so the classes must be given: "
                           f"--classes \"cat,dog,...\"")
     result = zeroshot_classify(model, images, classes, templates=tuple(args.template or DEFAULT_TEMPLATES),
-                               batch_size=args.batch_size, device=args.device, precision=args.precision,
-                               num_workers=args.num_workers)
+                               batch_size=options.batch_size, device=options.device,
+                               precision=options.precision, num_workers=options.num_workers)
     if out is not None:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

@@ -14,13 +14,16 @@ Indexes (``index=``):
 - ``"ivf"``: approximate, faiss ``IndexIVFFlat`` (needs faiss).
 - ``"auto"``: ``"cells"`` from :data:`APPROX_MIN_DATABASE` database rows on, ``"flat"`` below.
 
-``backend="auto"`` uses faiss for flat search when it is installed, torch otherwise.
+``backend="auto"`` uses faiss for flat search when it is installed and the search runs on the CPU,
+torch otherwise (``device=`` puts torch flat search on a GPU).
+
+This is dinolab's one k-NN search: :func:`dinolab.eval.knn.knn_classify` runs on :func:`iter_knn` too.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -33,6 +36,7 @@ DEFAULT_NPROBE = 4
 
 
 def faiss_available() -> bool:
+    """True when faiss can be imported (the probe every search uses)."""
     try:
         import faiss  # noqa: F401
     except ImportError:
@@ -40,9 +44,11 @@ def faiss_available() -> bool:
     return True
 
 
-def resolve_backend(backend: str) -> str:
+def resolve_backend(backend: str, device: Any = "cpu") -> str:
+    """``"faiss"`` or ``"torch"`` for ``backend`` (``"auto"``: faiss when installed and ``device`` is the CPU)."""
     if backend == "auto":
-        return "faiss" if faiss_available() else "torch"
+        on_cpu = str(device) == "cpu" or getattr(device, "type", None) == "cpu"
+        return "faiss" if on_cpu and faiss_available() else "torch"
     if backend not in ("faiss", "torch"):
         raise ConfigError(f"unknown search backend {backend!r}; use auto, faiss or torch")
     if backend == "faiss" and not faiss_available():
@@ -118,10 +124,13 @@ def knn_search(queries: EmbeddingStore, database: EmbeddingStore, k: int, **kwar
 def iter_knn(queries: EmbeddingStore, database: EmbeddingStore, k: int, *, exclude_self: bool = False,
              backend: str = "auto", index: str = "flat", nlist: int | None = None, nprobe: int = DEFAULT_NPROBE,
              chunk_size: int = 8192, seed: int = 0, progress: bool = True,
-             desc: str = "nearest neighbours") -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Yield ``(start, sims, idx)`` per query chunk (flat or faiss IVF search): q×k float32, q×k int64."""
+             desc: str = "nearest neighbours", device: Any = "cpu") -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield ``(start, sims, idx)`` per query chunk (flat or faiss IVF search): q×k float32, q×k int64.
+
+    ``device``: where torch flat search runs (``"cpu"``, ``"cuda"``, ...; see :mod:`dinolab.device`).
+    """
     _check(queries, database, k)
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, device)
     index = resolve_index(index, len(database))
     if index == "cells":
         raise ConfigError("iter_knn streams flat or ivf search; use knn_pairs or knn_search for cells")
@@ -129,7 +138,7 @@ def iter_knn(queries: EmbeddingStore, database: EmbeddingStore, k: int, *, exclu
     if index == "ivf" or backend == "faiss":
         searcher = _FaissSearcher(database, index, nlist, nprobe, chunk_size, seed, progress)
     else:
-        searcher = _TorchSearcher(database, chunk_size)
+        searcher = _TorchSearcher(database, chunk_size, device)
     bar = _progress(len(queries), desc, progress)
     for start, q in queries.iter_chunks(chunk_size):
         sims, idx = searcher.search(q, kk)
@@ -148,29 +157,44 @@ def _check(queries: EmbeddingStore, database: EmbeddingStore, k: int) -> None:
                           f"{database.dim}-d; embed both with the same model")
 
 
+# an in-memory database up to this size is normalised once and kept (a memory map is streamed)
+_CACHE_BYTES = 1 << 30
+
+
 class _TorchSearcher:
-    def __init__(self, database: EmbeddingStore, chunk_size: int) -> None:
+    def __init__(self, database: EmbeddingStore, chunk_size: int, device: Any = "cpu") -> None:
+        import torch
+
+        from ..device import resolve_device
+
         self.db = database
         self.chunk = chunk_size
-        # a database that fits in one chunk is read once rather than once per query chunk
-        self.cached = database.to_array() if len(database) <= chunk_size else None
+        self.device = resolve_device(device)
+        in_memory = not isinstance(database.array, np.memmap) and len(database) * database.dim * 4 <= _CACHE_BYTES
+        # a database that fits in one chunk (or in memory) is read once rather than once per query chunk
+        self.cached = (torch.from_numpy(database.to_array()).to(self.device)
+                       if len(database) <= chunk_size or in_memory else None)
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        qt = torch.from_numpy(q)
-        best_s = torch.full((len(q), 0), -math.inf)
-        best_i = torch.zeros((len(q), 0), dtype=torch.long)
-        chunks = [(0, self.cached)] if self.cached is not None else self.db.iter_chunks(self.chunk)
+        qt = torch.from_numpy(q).to(self.device)
+        best_s = torch.full((len(q), 0), -math.inf, device=self.device)
+        best_i = torch.zeros((len(q), 0), dtype=torch.long, device=self.device)
+        block = max(self.chunk, (1 << 24) // max(len(q), 1))  # database rows per product: about 64 MB of scores
+        if self.cached is not None:
+            chunks = ((s, self.cached[s:s + block]) for s in range(0, len(self.cached), block))
+        else:
+            chunks = ((s, torch.from_numpy(d).to(self.device)) for s, d in self.db.iter_chunks(block))
         for start, d in chunks:
-            cs, ci = torch.topk(qt @ torch.from_numpy(d).T, min(k, len(d)), dim=1)
+            cs, ci = torch.topk(qt @ d.T, min(k, len(d)), dim=1)
             best_s = torch.cat([best_s, cs], 1)
             best_i = torch.cat([best_i, ci + start], 1)
             if best_s.shape[1] > k:
                 best_s, pos = torch.topk(best_s, k, dim=1)
                 best_i = torch.gather(best_i, 1, pos)
         best_s, pos = torch.sort(best_s, dim=1, descending=True, stable=True)
-        return best_s.numpy(), torch.gather(best_i, 1, pos).numpy()
+        return best_s.float().cpu().numpy(), torch.gather(best_i, 1, pos).cpu().numpy()
 
 
 class _FaissSearcher:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -157,13 +157,16 @@ def is_embeddings_file(source: str | os.PathLike) -> bool:
 
 
 def load_or_embed(source: str | os.PathLike, *, weights: str | None = None, cache: str | os.PathLike | None = None,
-                  paths: str | None = None, key: str = "cls", batch_size: int = 64, image_size: int = 224,
-                  device: str = "auto", precision: str = "auto", progress: bool = True) -> EmbeddingStore:
+                  paths: str | None = None, key: str = "cls", options: Any = None,
+                  announce: str | None = None, **inference: Any) -> EmbeddingStore:
     """Embeddings for ``source``: read an ``.npz``/``.npy``, or embed images with a model.
 
     Images (a folder, a class folder, a ``.txt`` list, ``builtin:...``) are embedded with
-    ``dinolab.load_model(weights)`` and ``dinolab.embed``; the result is saved to ``cache``
-    (an ``.npz``) so that a rerun with other thresholds can start from it.
+    ``dinolab.load_model(weights)`` and ``dinolab.embed`` as the model's preprocess says, with
+    ``options`` (an :class:`~dinolab.eval.options.InferenceOptions`; or its fields as keyword arguments,
+    e.g. ``image_size=224, device="cpu"``, decoding in this process unless ``num_workers`` is given) applied;
+    with ``announce`` (a command name) the preprocessing used is named on stderr. The result is saved
+    to ``cache`` (an ``.npz``) so that a rerun with other thresholds can start from it.
     """
     if is_embeddings_file(source):
         return open_embeddings(source, paths=paths, key=key)
@@ -171,10 +174,15 @@ def load_or_embed(source: str | os.PathLike, *, weights: str | None = None, cach
         raise DataError(f"{source}: images need a model to embed them; pass --weights MODEL (a dinolab, DINO, "
                         f"DINOv2 or DINOv3 checkpoint), or give embeddings from `dinolab embed` (.npz)")
     import dinolab
+    from dinolab.eval.options import InferenceOptions
 
+    if options is not None and inference:
+        raise TypeError(f"give options= or the keyword arguments {sorted(inference)}, not both")
+    options = options or InferenceOptions(**{"num_workers": 0, **inference})
     model = dinolab.load_model(weights)
-    emb = dinolab.embed(model, str(source), batch_size=batch_size, image_size=image_size,
-                        device=device, precision=precision, patch_mean=(key == "patch_mean"), progress=progress)
+    preprocess = options.preprocess_for(model, announce=announce)
+    emb = dinolab.embed(model, str(source), preprocess=preprocess, patch_mean=(key == "patch_mean"),
+                        **options.embed_kwargs())
     if emb.bad:
         print(f"skipped {len(emb.bad)} unreadable image(s), e.g. {emb.bad[0][0]}: {emb.bad[0][1]}")
     if cache is not None:

@@ -20,6 +20,7 @@ Two resize modes:
   strips neither explode in memory nor dominate the padding.
 - ``"eval"``: the shorter side becomes ``round(load_size * 256 / 224)`` (bicubic, antialiased),
   then a centre ``load_size`` x ``load_size`` crop: the standard k-NN / linear-probe protocol.
+  With ``preprocess=`` (a :class:`dinolab.models.Preprocess`) its resize rule is used instead.
 """
 
 from __future__ import annotations
@@ -50,17 +51,23 @@ def resize_train(image: torch.Tensor, load_size: int, max_aspect: float = 2.0) -
     return _resize(image, (max(1, round(h * scale)), max(1, round(w * scale))))
 
 
-def resize_eval(image: torch.Tensor, image_size: int) -> torch.Tensor:
+def resize_eval(image: torch.Tensor, image_size: int, *, crop_fraction: float | None = None,
+                interpolation: str = "bicubic") -> torch.Tensor:
     """``(3, H, W)`` uint8 -> ``(3, image_size, image_size)``: shorter side to ``round(image_size*256/224)``
-    (bicubic, antialiased), then the centre crop."""
+    (or ``round(image_size / crop_fraction)``; antialiased ``interpolation``), then the centre crop."""
     image = _crop_aspect(image, _EVAL_MAX_ASPECT)
     h, w = image.shape[-2:]
-    short = round(image_size * _EVAL_RATIO)
+    short = round(image_size * _EVAL_RATIO) if crop_fraction is None else round(image_size / crop_fraction)
     # Resize(int) semantics: the longer side is truncated, not rounded.
     new_h, new_w = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
-    image = _resize(image, (new_h, new_w))
+    image = _resize(image, (new_h, new_w), interpolation)
     top, left = int(round((new_h - image_size) / 2)), int(round((new_w - image_size) / 2))
     return image[:, top:top + image_size, left:left + image_size]
+
+
+def resize_exact(image: torch.Tensor, size: tuple[int, int], interpolation: str = "bicubic") -> torch.Tensor:
+    """``(3, H, W)`` uint8 -> ``(3, *size)`` uint8, aspect not kept (antialiased ``interpolation``)."""
+    return _resize(image, tuple(size), interpolation)
 
 
 def _crop_aspect(image: torch.Tensor, max_aspect: float) -> torch.Tensor:
@@ -76,10 +83,10 @@ def _crop_aspect(image: torch.Tensor, max_aspect: float) -> torch.Tensor:
     return image
 
 
-def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _resize(image: torch.Tensor, size: tuple[int, int], interpolation: str = "bicubic") -> torch.Tensor:
     if tuple(image.shape[-2:]) == size:
         return image
-    x = F.interpolate(image[None].float(), size=size, mode="bicubic", align_corners=False, antialias=True)
+    x = F.interpolate(image[None].float(), size=size, mode=interpolation, align_corners=False, antialias=True)
     return x[0].round_().clamp_(0, 255).to(torch.uint8)
 
 
@@ -138,8 +145,9 @@ class ShardedSampler(Sampler[int]):
 class _Decoded(Dataset):
     """Decode + resize one item in a worker; a bad file becomes a report, not an exception."""
 
-    def __init__(self, dataset: Any, resize_mode: str, load_size: int, max_aspect: float):
+    def __init__(self, dataset: Any, resize_mode: str, load_size: int, max_aspect: float, preprocess: Any = None):
         self.dataset, self.resize_mode, self.load_size, self.max_aspect = dataset, resize_mode, load_size, max_aspect
+        self.preprocess = preprocess
         labels = getattr(dataset, "labels", None)
         self.labels = None if labels is None else np.asarray(labels)
 
@@ -152,6 +160,8 @@ class _Decoded(Dataset):
             if self.resize_mode == "train":
                 # Decoding large JPEGs at a reduced scale is fine for training, not for the eval protocol.
                 image = resize_train(self.dataset.load(i, min_size=self.load_size), self.load_size, self.max_aspect)
+            elif self.preprocess is not None:
+                image = self.preprocess.resize_image(self.dataset.load(i))
             else:
                 image = resize_eval(self.dataset.load(i), self.load_size)
         except UnreadableImage as e:
@@ -179,7 +189,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 def make_loader(dataset: Any, batch_size: int, *, shuffle: bool = False, drop_last: bool = False,
                 num_workers: int = 0, seed: int = 0, resize_mode: str = "eval", load_size: int = 224,
                 max_aspect: float = 2.0, sampler: Sampler | None = None, epoch: int = 0, start_batch: int = 0,
-                pin_memory: bool = False) -> DataLoader:
+                pin_memory: bool = False, preprocess: Any = None) -> DataLoader:
     """A ``DataLoader`` over ``dataset`` (an :class:`~dinolab.data.ImageDataset` or anything with
     ``paths``, ``labels`` and ``load(i, min_size=None)``) yielding the batches described above.
 
@@ -194,6 +204,8 @@ def make_loader(dataset: Any, batch_size: int, *, shuffle: bool = False, drop_la
             or ``"eval"`` (fixed ``load_size`` square centre crop).
         sampler: your own sampler instead of the ShardedSampler (``set_epoch`` called if it has one).
         start_batch: resume the epoch after this many batches (needs a sampler with ``skip``).
+        preprocess: in eval mode, an object whose ``resize_image(uint8 3xHxW)`` gives the square fed to the
+            model (a :class:`dinolab.models.Preprocess`); ``load_size`` must then be its ``image_size``.
 
     Examples:
         >>> from dinolab.data import ImageDataset
@@ -214,6 +226,6 @@ def make_loader(dataset: Any, batch_size: int, *, shuffle: bool = False, drop_la
         if not hasattr(sampler, "skip"):
             raise ValueError("start_batch needs a sampler with a skip(n_samples) method, e.g. ShardedSampler")
         sampler.skip(start_batch * batch_size)
-    return DataLoader(_Decoded(dataset, resize_mode, load_size, max_aspect), batch_size=batch_size,
+    return DataLoader(_Decoded(dataset, resize_mode, load_size, max_aspect, preprocess), batch_size=batch_size,
                       sampler=sampler, num_workers=num_workers, collate_fn=collate, drop_last=drop_last,
                       pin_memory=pin_memory, persistent_workers=num_workers > 0)

@@ -28,6 +28,8 @@ _LAZY = {
     "mean_confidence_interval": "fewshot",
     "retrieval_metrics": "retrieval", "average_precision": "retrieval", "gem_pool": "retrieval",
     "copy_detection_descriptor": "retrieval", "copy_detection_eval": "retrieval", "augment_copy": "retrieval",
+    "evaluate_objects": "objects", "object_masks": "objects", "ObjectsResult": "objects",
+    "InferenceOptions": "options", "add_inference_arguments": "options",
 }
 
 __all__ = sorted(_LAZY)

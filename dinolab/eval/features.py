@@ -1,8 +1,8 @@
 """Images in, embeddings out: :func:`embed` and the :class:`Embeddings` it returns.
 
-Each image is resized with the standard evaluation protocol (shorter side to
-``image_size * 256/224``, bicubic, centre crop ``image_size``), ImageNet-normalised and passed
-through the frozen backbone. The feature is the final-norm CLS token, or with
+Each image is prepared as the model sees (``model.preprocess``, see :mod:`dinolab.models.preprocess`;
+without one the standard evaluation protocol: shorter side to ``image_size * 256/224``, bicubic, centre
+crop ``image_size`` = 224, ImageNet-normalised) and passed through the frozen backbone. The feature is the final-norm CLS token, or with
 ``n_last_blocks = n`` the concatenation of the normed CLS tokens of the last ``n`` blocks (DINO's
 linear-probe feature); ``patch_mean`` adds the mean of the last block's normed patch tokens.
 Unreadable files are skipped and listed in ``Embeddings.bad``.
@@ -24,8 +24,8 @@ from ..data.loader import make_loader
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import ConfigError, DataError
 from ..io import atomic_write
+from ..models.preprocess import Preprocess, resolve_preprocess
 from .microbatch import in_micro_batches, micro_batch_size
-from .viz import normalize
 
 
 @dataclass
@@ -117,8 +117,8 @@ def _check_vectors(path: Any, key: str, a: np.ndarray | None, n: int) -> np.ndar
     return a
 
 
-def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 64, image_size: int = 224,
-          device: str = "auto", precision: str = "auto", patch_mean: bool = False, n_last_blocks: int = 1,
+def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 64, image_size: int | None = None,
+          preprocess: Preprocess | None = None, device: str = "auto", precision: str = "auto", patch_mean: bool = False, n_last_blocks: int = 1,
           num_workers: int = 0, progress: bool = True, max_bad_fraction: float | None = None,
           bad_file_log: str | os.PathLike | None = None, limit_name: str = "max_bad_fraction",
           micro_batch: int | None = None) -> Embeddings:
@@ -129,7 +129,10 @@ def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 64, image_size
             moved to ``device`` and run in eval mode; its training mode is restored afterwards.
         data: an :class:`~dinolab.data.ImageDataset`, or a source for one (folder, class folder,
             ``.txt`` list, ``builtin:...``).
-        image_size: side of the centre crop fed to the model (input ``(B, 3, image_size, image_size)``).
+        image_size: side of the square fed to the model (input ``(B, 3, image_size, image_size)``);
+            None: that of ``preprocess``.
+        preprocess: resize rule and normalisation (default ``model.preprocess``, else 224 px with
+            ImageNet mean / std); ``image_size`` overrides its size.
         device, precision: see :mod:`dinolab.device` (``"auto"``: fastest safe choice).
         patch_mean: also return the mean patch token of the last block.
         n_last_blocks: concatenate the CLS tokens of this many last blocks (``cls`` is ``N x n*D``).
@@ -161,8 +164,10 @@ def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 64, image_size
         raise ConfigError(f"n_last_blocks={n_last_blocks} must be between 1 and the model depth ({depth})")
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
+    pp = resolve_preprocess(model, image_size=image_size, preprocess=preprocess)
+    image_size = pp.image_size
     loader = make_loader(dataset, batch_size, shuffle=False, num_workers=num_workers, resize_mode="eval",
-                         load_size=image_size, pin_memory=dev.type == "cuda")
+                         load_size=image_size, pin_memory=dev.type == "cuda", preprocess=pp)
     bad_log = BadFileLog(1.0 if max_bad_fraction is None else max_bad_fraction, bad_file_log,
                          config_key=limit_name)
     if micro_batch is not None and micro_batch < 1:
@@ -181,7 +186,7 @@ def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 64, image_size
                 bad_log.check(seen, total=len(dataset))
                 if len(batch["indices"]) == 0:
                     continue
-                x = normalize(batch["images"].to(dev, non_blocking=True))
+                x = pp.normalize(batch["images"].to(dev, non_blocking=True))
                 with autocast(dev, prec):
                     outputs = in_micro_batches(forward, x, chunk)
                 cls_rows.append(torch.cat([c for _, c in outputs], dim=-1).float().cpu())

@@ -30,26 +30,24 @@ Examples:
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..curate.knn import faiss_available
 from ..device import resolve_device
 from ..errors import ConfigError, DataError
 from .metrics import classification_report
+
+__all__ = ["knn_classify", "nearest_neighbours", "faiss_available", "default_chunk_size", "as_feature_tensor",
+           "as_label_tensor"]
 
 
 def default_chunk_size(n_columns: int) -> int:
     """Rows of a similarity matrix with ``n_columns`` columns to compute at once (about 64 MB of float32)."""
     return max(1, (1 << 24) // max(n_columns, 1))
-
-
-def faiss_available() -> bool:
-    return importlib.util.find_spec("faiss") is not None
 
 
 def as_feature_tensor(x, name: str) -> torch.Tensor:
@@ -78,6 +76,8 @@ def nearest_neighbours(train: torch.Tensor, test: torch.Tensor, k: int, *, chunk
                        ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """Top-``k`` cosine neighbours of each test row among the train rows, chunk by chunk.
 
+    The search is :func:`dinolab.curate.knn.iter_knn` (exact, flat), the one k-NN search of dinolab.
+
     Args:
         train: ``(N, D)``; test: ``(M, D)``; both are L2-normalised here.
         k: neighbours per test row (``<= N``).
@@ -88,27 +88,19 @@ def nearest_neighbours(train: torch.Tensor, test: torch.Tensor, k: int, *, chunk
         ``(start, sims, idx)``: ``sims`` (b, k) float32 in decreasing order, ``idx`` (b, k) long train
         indices, for test rows ``start .. start + b``; on the CPU.
     """
-    dev = resolve_device(device)
-    if use_faiss == "auto":
-        use_faiss = dev.type == "cpu" and faiss_available()
-    elif use_faiss and not faiss_available():
-        raise ConfigError("faiss was asked for but is not installed; `pip install faiss-cpu` or use use_faiss=False")
-    train = F.normalize(train.float(), dim=1)
-    test = F.normalize(test.float(), dim=1)
-    chunk = chunk_size or default_chunk_size(train.shape[0])
-    if use_faiss:
-        import faiss
+    from ..curate.knn import iter_knn
+    from ..curate.store import EmbeddingStore
 
-        index = faiss.IndexFlatIP(train.shape[1])
-        index.add(np.ascontiguousarray(train.numpy()))
-        for s in range(0, test.shape[0], chunk):
-            sims, idx = index.search(np.ascontiguousarray(test[s:s + chunk].numpy()), k)
-            yield s, torch.from_numpy(sims), torch.from_numpy(idx).long()
-        return
-    train_d = train.to(dev)
-    for s in range(0, test.shape[0], chunk):
-        sims, idx = (test[s:s + chunk].to(dev) @ train_d.T).topk(k, dim=1)
-        yield s, sims.float().cpu(), idx.cpu()
+    dev = resolve_device(device)
+    if use_faiss is True and not faiss_available():
+        raise ConfigError("faiss was asked for but is not installed; `pip install faiss-cpu` or use use_faiss=False")
+    backend = "auto" if use_faiss == "auto" else ("faiss" if use_faiss else "torch")
+    database = EmbeddingStore(train.float().cpu().numpy(), source="train features")
+    queries = EmbeddingStore(test.float().cpu().numpy(), source="test features")
+    chunk = chunk_size or default_chunk_size(len(database))
+    for start, sims, idx in iter_knn(queries, database, k, backend=backend, index="flat", chunk_size=chunk,
+                                     progress=False, device=dev):
+        yield start, torch.from_numpy(sims), torch.from_numpy(idx).long()
 
 
 def knn_classify(train_feats, train_labels, test_feats, test_labels=None, k: int | Sequence[int] = (10, 20, 100, 200),

@@ -26,8 +26,9 @@ chosen on the evaluated images themselves (an optimistic baseline: it uses the g
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -146,14 +147,19 @@ def gt_mask(masks: Any) -> torch.Tensor:
 
 
 def object_masks(model: torch.nn.Module, image: torch.Tensor, methods: Sequence[str] = ("attention",), *,
-                 image_size: int = 224, keep: float = 0.6, heads: str = "mean") -> dict[str, torch.Tensor]:
+                 image_size: int | None = None, keep: float = 0.6, heads: str = "mean",
+                 preprocess: Any = None) -> dict[str, torch.Tensor]:
     """Pixel masks of one ``uint8 3×H×W`` image: ``{method: bool H×W}`` at the image's own size.
 
     The image is sized for the model by :func:`dinolab.eval.viz.prepare_image` (shorter side about
-    ``image_size``, sides multiples of the patch size); each patch mask is upsampled back to
-    ``H×W`` with nearest neighbour.
+    ``image_size``, default that of ``preprocess`` / ``model.preprocess``, else 224; sides multiples of
+    the patch size) and normalised as the model's preprocess says; each patch mask is upsampled back
+    to ``H×W`` with nearest neighbour.
     """
-    _, x = prepare_image(image, model.patch_size, image_size)
+    from ..models.preprocess import resolve_preprocess
+
+    pp = resolve_preprocess(model, image_size=image_size, preprocess=preprocess)
+    _, x = prepare_image(image, model.patch_size, preprocess=pp)
     size = (image.shape[1], image.shape[2])
     masks = _discover_all(model, x, methods, keep, heads)
     return {m: upsample(mask, size, mode="nearest") for m, mask in masks.items()}
@@ -182,29 +188,104 @@ class ObjectDiscoveryResult:
         return asdict(self)
 
 
+@dataclass
+class ObjectsResult:
+    """What :func:`evaluate_objects` found.
+
+    Attributes:
+        methods: the methods run, in order.
+        n: images evaluated (readable ones); ``n_scored``: of those, with ground-truth masks.
+        jaccard: ``{method: mean Jaccard}`` over the scored images (empty without ground truth).
+        per_image: ``{method: [Jaccard per scored image]}``.
+        baselines: :func:`box_baselines` of the scored images (empty without ground truth).
+        bad: ``(path, reason)`` of each unreadable image.
+    """
+
+    methods: list[str]
+    n: int = 0
+    n_scored: int = 0
+    jaccard: dict[str, float] = field(default_factory=dict)
+    per_image: dict[str, list[float]] = field(default_factory=dict)
+    baselines: dict[str, float] = field(default_factory=dict)
+    bad: list[tuple[str, str]] = field(default_factory=list)
+
+
 @torch.no_grad()
+def evaluate_objects(model: torch.nn.Module, dataset: Any, methods: Sequence[str] = ("attention",), *,
+                     image_size: int | None = None, preprocess: Any = None, keep: float = 0.6, heads: str = "mean",
+                     limit: int | None = None, device: str | torch.device = "auto", precision: str = "auto",
+                     progress: bool = True,
+                     on_image: Callable[[int, torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None], None]
+                     | None = None) -> ObjectsResult:
+    """Object masks of the first ``limit`` images of ``dataset`` by each of ``methods``, scored by Jaccard
+    against ``dataset.masks(i)`` where the data has masks (``masks`` missing or returning None: unscored).
+
+    Args:
+        model: a ViT backbone; moved to ``device`` and run in ``precision`` (see :mod:`dinolab.device`).
+        dataset: ``len``, ``load(i, min_size=None)`` -> uint8 ``3×H×W``, optionally ``masks(i)``.
+        image_size, preprocess: how images are sized and normalised (see :func:`object_masks`).
+        on_image: called as ``on_image(i, image, masks, gt)`` per readable image (``masks``:
+            ``{method: bool H×W}``; ``gt``: bool ``H×W`` or None), e.g. to write pictures.
+
+    Unreadable images are skipped and listed in ``bad``.
+    """
+    from tqdm import tqdm
+
+    from ..data.decode import UnreadableImage
+    from ..device import autocast, resolve_device, resolve_precision
+    from ..models.preprocess import resolve_preprocess
+
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    pp = resolve_preprocess(model, image_size=image_size, preprocess=preprocess)
+    model = model.to(dev).eval()
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    res = ObjectsResult(list(methods), per_image={m: [] for m in methods})
+    gts: list[torch.Tensor] = []
+    sized = "min_size" in inspect.signature(dataset.load).parameters  # decode large files at a reduced scale
+    for i in tqdm(range(n), desc="objects", disable=None if progress else True):
+        try:
+            image = dataset.load(i, min_size=pp.image_size) if sized else dataset.load(i)
+        except UnreadableImage as e:
+            res.bad.append((e.path, e.reason))
+            continue
+        with autocast(dev, prec):  # the image stays on the CPU: the model's forward moves the batch
+            masks = object_masks(model, image, methods, keep=keep, heads=heads, preprocess=pp)
+        gt = dataset.masks(i) if hasattr(dataset, "masks") else None
+        if gt is not None:
+            gt = gt_mask(gt)
+            gts.append(gt)
+            for m, mask in masks.items():
+                res.per_image[m].append(jaccard(mask, gt))
+        res.n += 1
+        if on_image is not None:
+            on_image(i, image, masks, gt)
+    res.n_scored = len(gts)
+    if gts:
+        res.jaccard = {m: float(np.mean(v)) for m, v in res.per_image.items()}
+        res.baselines = box_baselines(gts)
+    return res
+
+
 def evaluate_object_discovery(model: torch.nn.Module, dataset: MaskedImages, method: str = "attention", *,
-                              image_size: int = 224, keep: float = 0.6, heads: str = "mean",
+                              image_size: int | None = None, keep: float = 0.6, heads: str = "mean",
                               limit: int | None = None, progress: bool = True) -> ObjectDiscoveryResult:
     """Mean Jaccard of ``method``'s masks against ``dataset.masks(i)``, next to centred boxes.
 
-    Masks are compared at each image's own resolution (see :func:`object_masks`).
+    Masks are compared at each image's own resolution (see :func:`object_masks`); one method of
+    :func:`evaluate_objects`, on the CPU in fp32.
 
     Examples:
         >>> from dinolab.data import ImageDataset                     # doctest: +SKIP
         >>> r = evaluate_object_discovery(model, ImageDataset("builtin:shapes"), "attention")  # doctest: +SKIP
         >>> r.jaccard, r.box_jaccard                                  # doctest: +SKIP
     """
-    from tqdm import tqdm
-
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
         raise ValueError("object discovery needs at least one image")
-    scores, gts = [], []
-    for i in tqdm(range(n), desc=f"objects ({method})", disable=None if progress else True):
-        pred = object_masks(model, dataset.load(i), (method,), image_size=image_size, keep=keep, heads=heads)[method]
-        gt = gt_mask(dataset.masks(i))
-        scores.append(jaccard(pred, gt))
-        gts.append(gt)
-    return ObjectDiscoveryResult(method=method, n=n, jaccard=float(np.mean(scores)), per_image=scores,
-                                 **box_baselines(gts))
+    r = evaluate_objects(model, dataset, (method,), image_size=image_size, keep=keep, heads=heads, limit=n,
+                         device="cpu", precision="fp32", progress=progress)
+    if r.n_scored == 0:
+        raise ValueError("object discovery needs ground-truth masks (dataset.masks(i)); none were found")
+    return ObjectDiscoveryResult(method=method, n=r.n_scored, jaccard=r.jaccard[method], per_image=r.per_image[method],
+                                 **r.baselines)

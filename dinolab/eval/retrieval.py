@@ -249,8 +249,8 @@ def augment_copy(image: torch.Tensor, kind: str, rng: np.random.Generator) -> to
 class _Describer:
     """Batches square-resized images through the model; collects descriptors on the CPU."""
 
-    def __init__(self, model, size: int, batch_size: int, device, precision: str, p: float):
-        self.model, self.size, self.batch_size, self.p = model, size, batch_size, p
+    def __init__(self, model, size: int, batch_size: int, device, precision: str, p: float, preprocess=None):
+        self.model, self.size, self.batch_size, self.p, self.preprocess = model, size, batch_size, p, preprocess
         self.device, self.precision = device, precision
         self.pending: list[torch.Tensor] = []
         self.out: list[torch.Tensor] = []
@@ -263,7 +263,7 @@ class _Describer:
     def flush(self) -> None:
         if not self.pending:
             return
-        x = normalize(torch.stack(self.pending).to(self.device))
+        x = normalize(torch.stack(self.pending).to(self.device), self.preprocess)
         with torch.inference_mode(), autocast(self.device, self.precision):
             chunk = micro_batch_size(self.model, self.size, self.precision, self.device, len(x))
             self.out.append(in_micro_batches(lambda c: copy_detection_descriptor(self.model, c, self.p), x,
@@ -282,8 +282,8 @@ def _images(dataset) -> Any:
 
 
 def copy_detection_eval(model: torch.nn.Module, dataset, n_augmentations: int = len(COPY_KINDS), *,
-                        kinds: Sequence[str] = COPY_KINDS, distractors=None, image_size: int = 224,
-                        batch_size: int = 32, gem_p: float = 4.0, ks: Sequence[int] = (1, 5, 10),
+                        kinds: Sequence[str] = COPY_KINDS, distractors=None, image_size: int | None = None,
+                        preprocess=None, batch_size: int = 32, gem_p: float = 4.0, ks: Sequence[int] = (1, 5, 10),
                         device: str | torch.device = "auto", precision: str = "auto", seed: int = 0,
                         progress: bool = True) -> dict[str, Any]:
     """Copy detection on edited copies of ``dataset``'s images.
@@ -295,7 +295,8 @@ def copy_detection_eval(model: torch.nn.Module, dataset, n_augmentations: int = 
     Args:
         model: a backbone with ``forward_features``; run in eval mode, moved to ``device``.
         dataset, distractors: an :class:`~dinolab.data.ImageDataset` or a source for one.
-        image_size: images are resized to this square (rounded to the patch size), as the official eval.
+        image_size: images are resized to this square (rounded to the patch size), as the official eval;
+            default that of ``preprocess`` (default ``model.preprocess``, else 224), whose normalisation is used.
         gem_p: GeM exponent. ks: recall@k cut-offs. seed: the edits.
 
     Returns:
@@ -312,12 +313,15 @@ def copy_detection_eval(model: torch.nn.Module, dataset, n_augmentations: int = 
             raise ConfigError(f"unknown copy kind {k!r}; choose from {', '.join(COPY_KINDS)}")
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
+    from ..models.preprocess import resolve_preprocess
+
+    pp = resolve_preprocess(model, image_size=image_size, preprocess=preprocess)
     patch = getattr(model, "patch_size", 1)
-    size = max(patch, round(image_size / patch) * patch)
+    size = max(patch, round(pp.image_size / patch) * patch)
     was_training = model.training
     model.to(dev).eval()
     rng = np.random.default_rng(seed)
-    db, queries = (_Describer(model, size, batch_size, dev, prec, gem_p) for _ in range(2))
+    db, queries = (_Describer(model, size, batch_size, dev, prec, gem_p, pp) for _ in range(2))
     query_orig, query_kind, bad = [], [], []
     originals = _images(dataset)
     try:

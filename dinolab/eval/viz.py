@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -53,23 +53,29 @@ def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[0].round().clamp(0, 255).to(torch.uint8)
 
 
-def normalize(image: torch.Tensor) -> torch.Tensor:
-    """``uint8 3×H×W`` (or ``B×3×H×W``) -> float, scaled to [0, 1] and ImageNet-normalised."""
+def normalize(image: torch.Tensor, preprocess: Any = None) -> torch.Tensor:
+    """``uint8 3×H×W`` (or ``B×3×H×W``) -> float, scaled to [0, 1] and ImageNet-normalised (or by
+    ``preprocess.normalize``, a :class:`dinolab.models.Preprocess`)."""
+    if preprocess is not None:
+        return preprocess.normalize(image)
     mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
     return (image.float() / 255.0 - mean) / std
 
 
-def prepare_image(image: torch.Tensor, patch_size: int, image_size: int = 224) -> tuple[torch.Tensor, torch.Tensor]:
+def prepare_image(image: torch.Tensor, patch_size: int, image_size: int | None = None, preprocess: Any = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Size an image for a ViT: returns ``(resized uint8 3×H'×W', normalised float 3×H'×W')``.
 
     ``H'`` and ``W'`` are multiples of ``patch_size`` with the shorter side about ``image_size``
-    (see :func:`grid_size`), so no pixel is cropped and masks can be resized the same way.
+    (default ``preprocess.image_size``, else 224; see :func:`grid_size`), so no pixel is cropped and
+    masks can be resized the same way. Normalised as ``preprocess`` says (default ImageNet).
     """
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"expected a 3×H×W RGB image, got shape {tuple(image.shape)}")
-    resized = resize_image(image, grid_size(image.shape[1], image.shape[2], patch_size, image_size))
-    return resized, normalize(resized)
+    size = image_size or (preprocess.image_size if preprocess is not None else 224)
+    resized = resize_image(image, grid_size(image.shape[1], image.shape[2], patch_size, size))
+    return resized, normalize(resized, preprocess)
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:

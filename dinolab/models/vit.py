@@ -56,7 +56,13 @@ class VisionTransformer(nn.Module):
         >>> out = m.forward_features(torch.randn(2, 3, 32, 48))
         >>> out["cls"].shape, out["patches"].shape
         (torch.Size([2, 64]), torch.Size([2, 24, 64]))
+
+    ``preprocess`` (a :class:`~dinolab.models.Preprocess`) is how the model sees: set by
+    :func:`dinolab.load_model` from the weights file, None for a freshly created model (then every
+    consumer uses the documented defaults, 224 px and ImageNet mean / std).
     """
+
+    preprocess: Any = None
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 384,
                  depth: int = 12, num_heads: int = 6, mlp_ratio: float = 4.0, qkv_bias: bool = True,

@@ -35,11 +35,12 @@ from ..io import atomic_write
 from .formats import dinolab_format, hf, official
 from .formats.hf import export_hf
 from .formats.infer import detect_family, infer_config
-from .formats.tensor_files import refuse_non_float, read_safetensors, read_torch_file, write_safetensors
+from .formats.tensor_files import read_safetensors, read_torch_file, refuse_non_float, write_safetensors
+from .preprocess import Preprocess, release_defaults
 from .vit import VisionTransformer
 
 __all__ = ["load_model", "save_model", "export_hf", "export_official", "read_weights", "detect_format",
-           "LoadedWeights"]
+           "LoadedWeights", "Preprocess"]
 
 # Tensors a source may lack that the model can recreate: v1 has no mask token, HF stores no RoPE
 # periods and no K-bias mask. Everything else must be present.
@@ -57,6 +58,7 @@ class LoadedWeights:
     family: str | None = None  # "dino" | "dinov2" | "dinov2_reg" | "dinov3" (None for dinolab files)
     source: str = ""  # which entry of a checkpoint was used, e.g. "teacher"
     metadata: dict[str, Any] = field(default_factory=dict)
+    preprocess: Preprocess | None = None  # how the model sees (None: the defaults)
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", pos_embed_resize: str | None = None,
@@ -74,7 +76,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", p
 
     Returns:
         a :class:`VisionTransformer` whose ``forward_features`` gives CLS (B, D), registers (B, R, D)
-        and patches (B, N, D).
+        and patches (B, N, D), with ``model.preprocess`` (:class:`~dinolab.models.Preprocess`): the
+        input size and normalisation recorded in the file, or the documented defaults of the release.
 
     Raises:
         WeightsError: unknown format, unsafe pickle, or tensors that do not fit (names the keys).
@@ -96,13 +99,15 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", p
 
 
 def save_model(model: VisionTransformer, path: str | os.PathLike, *, overwrite: bool = False,
-               metadata: Mapping[str, Any] | None = None) -> Path:
+               metadata: Mapping[str, Any] | None = None, preprocess: Preprocess | None = None) -> Path:
     """Save ``model`` as ``X.safetensors`` + ``X.json`` (for ``X``, ``X.safetensors``, ``X.json`` or a folder).
 
+    ``preprocess`` (default ``model.preprocess``, else the defaults: 224 px, ImageNet mean / std) is
+    recorded in the JSON, and :func:`load_model` gives it back as ``model.preprocess``.
     Both files are written atomically; existing files are kept unless ``overwrite=True``.
     Returns the path of the ``.safetensors`` file, which :func:`load_model` accepts.
     """
-    return dinolab_format.save(model, path, overwrite=overwrite, metadata=metadata)
+    return dinolab_format.save(model, path, overwrite=overwrite, metadata=metadata, preprocess=preprocess)
 
 
 def export_official(model: VisionTransformer, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -162,12 +167,13 @@ def read_weights(path: str | os.PathLike, *, checkpoint_key: str | None = None, 
         raise ConfigError(f"unknown architecture option(s) {', '.join(bad)}; valid: {', '.join(sorted(known))}")
     kind, p = detect_format(path)
     if kind == "dinolab":
-        config, sd, meta = dinolab_format.read(p)
-        w = LoadedWeights(p, "dinolab", config, sd, metadata=meta)
+        config, sd, meta, preprocess = dinolab_format.read(p)
+        w = LoadedWeights(p, "dinolab", config, sd, metadata=meta, preprocess=preprocess)
     elif kind == "hf":
         hf_cfg, raw = hf.read_hf_folder(p)
         config, family = hf.config_from_hf(hf_cfg, str(p / "config.json"))
-        w = LoadedWeights(p, "hf", config, hf.hf_to_canonical(raw), family, hf_cfg.get("model_type", ""))
+        w = LoadedWeights(p, "hf", config, hf.hf_to_canonical(raw), family, hf_cfg.get("model_type", ""),
+                          preprocess=hf.read_preprocessor(p, family))
     else:
         obj = read_safetensors(p)[0] if kind == "safetensors" else read_torch_file(p)
         raw, where = official.select_backbone_dict(obj, str(p), checkpoint_key)
@@ -177,12 +183,12 @@ def read_weights(path: str | os.PathLike, *, checkpoint_key: str | None = None, 
             config = infer_config(sd, family, str(p), overrides.get("num_heads"))
             if config["pos_embed_type"] == "learned":
                 config.update(pos_embed_resize="hf", interpolate_antialias=family == "dinov2_reg")
-            w = LoadedWeights(p, "hf", config, sd, family, where)
+            w = LoadedWeights(p, "hf", config, sd, family, where, preprocess=release_defaults(family, p, "hf"))
         else:
             sd = official.to_canonical(raw)
             family = detect_family(sd) if "cls_token" in sd else None
             config = infer_config(sd, family, str(p), overrides.get("num_heads"))
-            w = LoadedWeights(p, "official", config, sd, family, where)
+            w = LoadedWeights(p, "official", config, sd, family, where, preprocess=release_defaults(family, p))
     w.config.update(overrides)
     return w
 
@@ -205,6 +211,8 @@ def build_model(weights: LoadedWeights) -> VisionTransformer:
     if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
         model = VisionTransformer(**weights.config)
         model.load_state_dict(sd, strict=True)
+    model.preprocess = weights.preprocess or Preprocess(source=f"dinolab default: {weights.path.name} records no "
+                                                               f"preprocessing")
     return model
 
 

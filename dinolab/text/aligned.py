@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import DataError, WeightsError
 from ..io import atomic_save_text, atomic_write
+from ..models.preprocess import Preprocess, resolve_preprocess
 from .clip_loss import INIT_LOGIT_SCALE, MAX_LOGIT_SCALE
 from .text_encoder import TextEncoder
 from .tokenizer import WordTokenizer
@@ -60,7 +61,9 @@ class AlignedModel(nn.Module):
         text_encoder: :class:`~dinolab.text.text_encoder.TextEncoder`.
         tokenizer: :class:`~dinolab.text.tokenizer.WordTokenizer`.
         logit_scale: learned log inverse temperature (scalar parameter).
-        image_size: side of the centre crop the images are fed at.
+        image_size: side of the square the images are fed at (``preprocess.image_size``).
+        preprocess: how images are prepared (:class:`~dinolab.models.Preprocess`): the backbone's
+            ``preprocess`` at ``image_size`` unless given (the record of a saved model keeps it).
         backbone_fingerprint: :func:`state_fingerprint` of the backbone the heads were trained on.
         history: per-epoch metrics of the :func:`~dinolab.text.align` run that made it (in memory only).
         skipped: ``(where, reason)`` of the pairs that run left out (in memory only).
@@ -76,16 +79,24 @@ class AlignedModel(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, vision_head: VisionHead, text_encoder: TextEncoder,
-                 tokenizer: WordTokenizer, *, image_size: int = 224, logit_scale: float = INIT_LOGIT_SCALE,
-                 backbone_fingerprint: str | None = None) -> None:
+                 tokenizer: WordTokenizer, *, image_size: int | None = None, logit_scale: float = INIT_LOGIT_SCALE,
+                 backbone_fingerprint: str | None = None, preprocess: Preprocess | None = None) -> None:
         super().__init__()
         self.backbone = backbone.requires_grad_(False).eval()
         self.vision_head, self.text_encoder, self.tokenizer = vision_head, text_encoder, tokenizer
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
-        self.image_size = image_size
+        self.preprocess = resolve_preprocess(backbone, image_size=image_size, preprocess=preprocess)
         self.backbone_fingerprint = backbone_fingerprint or state_fingerprint(backbone)
         self.history: list[dict[str, Any]] = []  # per-epoch records of the alignment run (align() fills it)
         self.skipped: list[tuple[str, str]] = []  # pairs left out by align(): (where, reason)
+
+    @property
+    def image_size(self) -> int:
+        return self.preprocess.image_size
+
+    @image_size.setter
+    def image_size(self, size: int) -> None:
+        self.preprocess = self.preprocess.replace(image_size=int(size))
 
     def train(self, mode: bool = True) -> AlignedModel:
         super().train(mode)
@@ -154,7 +165,7 @@ def save_aligned(model: AlignedModel, folder: str | os.PathLike, *, backbone_pat
 
     record = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "dinolab_version": __version__,
-        "image_size": model.image_size, "embed_dim": model.embed_dim,
+        "image_size": model.image_size, "preprocess": model.preprocess.to_dict(), "embed_dim": model.embed_dim,
         "logit_scale": float(model.logit_scale.detach()),
         "vision_head": model.vision_head.config, "text_encoder": model.text_encoder.config,
         "backbone": {"fingerprint": model.backbone_fingerprint,
@@ -234,8 +245,10 @@ def load_aligned(folder: str | os.PathLike, *, weights: str | os.PathLike | nn.M
     tensors = read_safetensors(folder / HEADS_FILE)[0] if (folder / HEADS_FILE).exists() else None
     if tensors is None:
         raise WeightsError(f"{folder / HEADS_FILE} is missing; copy the whole folder written by `dinolab align`")
+    preprocess = (Preprocess.from_dict(record["preprocess"], str(folder / CONFIG_FILE)) if "preprocess" in record
+                  else None)  # older records: the backbone's, at the recorded size
     model = AlignedModel(backbone, head, text, tokenizer, image_size=int(record["image_size"]),
-                         backbone_fingerprint=fingerprint)
+                         backbone_fingerprint=fingerprint, preprocess=preprocess)
     for prefix, module in (("vision_head.", head), ("text_encoder.", text)):
         part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
@@ -298,37 +311,39 @@ class AlignedEmbeddings:
 
 
 def image_fingerprint(model: AlignedModel) -> str:
-    """Identifies the image side of ``model`` (backbone + vision head + image size)."""
+    """Identifies the image side of ``model`` (backbone + vision head + image size, and the rest of its
+    preprocessing where that is not the default)."""
+    p = model.preprocess
+    extra = "" if p == Preprocess(image_size=p.image_size) else "|" + json.dumps(p.to_dict(), sort_keys=True)
     return hashlib.sha256(f"{model.backbone_fingerprint}|{state_fingerprint(model.vision_head)}|"
-                          f"{model.image_size}".encode()).hexdigest()
+                          f"{model.image_size}{extra}".encode()).hexdigest()
 
 
 def embed_images(model: AlignedModel, data: Any, *, batch_size: int = 64, device: str = "auto",
                  precision: str = "auto", num_workers: int = 0, progress: bool = True) -> AlignedEmbeddings:
     """Joint-space embeddings of every readable image of ``data`` (a data set or a source for one).
 
-    Images are resized with the evaluation protocol at ``model.image_size`` (as during
-    :func:`dinolab.text.align`). Unreadable files are skipped and listed in ``bad``.
+    Images are prepared by ``model.preprocess`` (the backbone's resize rule and normalisation at
+    ``model.image_size``, as during :func:`dinolab.text.align`). Unreadable files are skipped and
+    listed in ``bad``.
     """
     from tqdm.auto import tqdm
 
     from ..data import ImageDataset, make_loader
     from ..device import autocast, resolve_device, resolve_precision
-    from ..eval.viz import normalize
-
     dataset = data if hasattr(data, "load") and hasattr(data, "paths") else ImageDataset(data)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     model.to(dev).eval()
     loader = make_loader(dataset, batch_size, num_workers=num_workers, resize_mode="eval",
-                         load_size=model.image_size)
+                         load_size=model.image_size, preprocess=model.preprocess)
     rows, indices, bad = [], [], []
     with torch.inference_mode():
         for batch in tqdm(loader, desc="embed images", unit="batch", disable=None if progress else True):
             bad += batch["bad"]
             if not len(batch["indices"]):
                 continue
-            x = normalize(batch["images"].to(dev))
+            x = model.preprocess.normalize(batch["images"].to(dev))
             with autocast(dev, prec):
                 tokens = model.backbone_tokens(x)
             rows.append(model.vision_head(*(tokens[k].float() if tokens[k] is not None else None

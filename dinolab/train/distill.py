@@ -202,11 +202,12 @@ class Distillation:
             raise DinolabError(f"{where} does not match the config (student or heads changed?): "
                                f"{str(e).splitlines()[0]}; resume with the run's own config.yaml") from None
 
-    def export(self, run_dir: Path, iteration: int, epoch: int) -> Path:
-        """Write the student EMA backbone as ``student_ema_backbone.safetensors`` + ``.json`` (load_model reads it)."""
+    def export(self, run_dir: Path, iteration: int, epoch: int, preprocess=None) -> Path:
+        """Write the student EMA backbone as ``student_ema_backbone.safetensors`` + ``.json`` (load_model reads it),
+        recording ``preprocess`` (how it sees: the run's global crop size and normalisation)."""
         from ..models.weights import save_model
 
-        return save_model(self.student_ema, run_dir / STUDENT_EXPORT, overwrite=True,
+        return save_model(self.student_ema, run_dir / STUDENT_EXPORT, overwrite=True, preprocess=preprocess,
                           metadata={"iteration": iteration, "epoch": epoch, "teacher": str(self.source.path),
                                     "teacher_sha256": self.source.sha256,
                                     "source": "dinolab train (EMA of the distilled student backbone)"})

@@ -477,7 +477,8 @@ class Trainer:
 
         e = self.config.eval
         kw = dict(batch_size=e.batch_size, image_size=e.image_size or self.config.crops.global_crops_size,
-                  device=self.device, precision=self.precision, num_workers=self._num_workers(), progress=False)
+                  preprocess=self.preprocess(), device=self.device, precision=self.precision,
+                  num_workers=self._num_workers(), progress=False)
         with warnings_held_back():  # named in the run's bad_files.log and its final summary
             memory, queries = embed(backbone, self.data.train, **kw), embed(backbone, self.data.val, **kw)
         self.eval_bad_files.update(memory.bad + queries.bad)
@@ -492,10 +493,17 @@ class Trainer:
         model = create_model(m.arch, **{**self._arch_kwargs(), "drop_path_rate": 0.0})
         return self.knn(model.to(self.device))
 
+    def preprocess(self):
+        """How the exported backbone sees: the global crop size and the training normalisation."""
+        from ..models.preprocess import Preprocess
+
+        return Preprocess(self.config.crops.global_crops_size, mean=self.multicrop.mean, std=self.multicrop.std)
+
     def export_teacher(self, iteration: int, backbone: nn.Module | None = None) -> Path:
         from ..models.weights import save_model
 
         return save_model(backbone or self.teacher["backbone"], self.run_dir / TEACHER_EXPORT, overwrite=True,
+                          preprocess=self.preprocess(),
                           metadata={"iteration": iteration, "epoch": iteration // self.iters_per_epoch,
                                     "source": "dinolab train (EMA teacher backbone)"})
 
@@ -507,7 +515,7 @@ class Trainer:
         """Write :meth:`eval_backbone` (or ``backbone``, its gathered copy under FSDP) to the run directory
         (``teacher_backbone`` / ``student_ema_backbone``)."""
         if self.distill is not None:
-            return self.distill.export(self.run_dir, iteration, iteration // self.iters_per_epoch)
+            return self.distill.export(self.run_dir, iteration, iteration // self.iters_per_epoch, self.preprocess())
         return self.export_teacher(iteration, backbone)
 
     def _end_of_epoch(self, done: int, last: bool) -> None:

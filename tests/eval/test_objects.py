@@ -7,6 +7,7 @@ from dinolab.eval.objects import (
     box_baselines,
     centered_box,
     evaluate_object_discovery,
+    evaluate_objects,
     gt_mask,
     jaccard,
     mask_from_attention,
@@ -165,3 +166,24 @@ def test_object_discovery_runs_on_a_real_vit_with_registers():
     for method in ("attention", "pca", "similarity"):
         r = evaluate_object_discovery(model, data, method, image_size=40, progress=False)
         assert 0.0 <= r.jaccard <= 1.0 and r.n == 2
+
+
+def test_evaluate_objects_runs_every_method_and_calls_back_per_image():
+    data = RedObjects(n=3, size=64)
+    seen = []
+    res = evaluate_objects(RednessModel(), data, ("attention", "pca"), image_size=64, device="cpu", precision="fp32",
+                           progress=False, on_image=lambda i, image, masks, gt: seen.append((i, sorted(masks))))
+    assert seen == [(0, ["attention", "pca"]), (1, ["attention", "pca"]), (2, ["attention", "pca"])]
+    assert res.n == res.n_scored == 3 and set(res.jaccard) == {"attention", "pca"}
+    single = evaluate_object_discovery(RednessModel(), data, "pca", image_size=64, progress=False)
+    assert res.jaccard["pca"] == single.jaccard and res.baselines["box_jaccard"] == single.box_jaccard
+
+
+def test_evaluate_objects_without_ground_truth_scores_nothing():
+    class Unmasked(RedObjects):
+        def masks(self, i):
+            return None
+
+    res = evaluate_objects(RednessModel(), Unmasked(n=2, size=64), ("attention",), image_size=64, device="cpu",
+                           progress=False)
+    assert res.n == 2 and res.n_scored == 0 and res.jaccard == {} and res.baselines == {}

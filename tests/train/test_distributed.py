@@ -142,6 +142,7 @@ def test_fsdp_sharded_checkpoint_resume_and_consolidation(tmp_path, single):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     again = load_model(out.with_suffix(".safetensors"))
+    assert again.preprocess == exported.preprocess and again.preprocess.image_size == 16  # the run's crop size
     torch.testing.assert_close(again.state_dict()[qkv[len("backbone."):]], teacher.state_dict()[qkv[len("backbone."):]])
 
     # one process continues the sharded run: the shards are merged into full tensors

@@ -4,7 +4,11 @@
 
     {"format": "dinolab", "format_version": 1, "architecture": "VisionTransformer",
      "config": {...VisionTransformer kwargs...}, "metadata": {...free-form provenance...},
-     "dinolab_version": "0.1.0"}
+     "preprocess": {...Preprocess fields: image_size, resize, crop_fraction, interpolation, mean, std,
+                    grayscale...}, "dinolab_version": "0.1.0"}
+
+``"preprocess"`` (how the model sees, :mod:`dinolab.models.preprocess`) is optional: files written
+before it existed load with the documented defaults (224 px, ImageNet mean / std).
 
 The same JSON is stored in the safetensors header (``__metadata__["dinolab"]``), so the
 ``.safetensors`` file alone is enough to rebuild the model if the JSON gets lost.
@@ -21,6 +25,7 @@ import torch
 
 from ...errors import WeightsError
 from ...io import atomic_save_text
+from ..preprocess import Preprocess
 from ..vit import VisionTransformer
 from .tensor_files import read_safetensors, write_safetensors
 
@@ -65,8 +70,9 @@ def unwrap(model: torch.nn.Module) -> VisionTransformer:
 
 
 def save(model: VisionTransformer, path: str | Path, *, overwrite: bool = False,
-         metadata: Mapping[str, Any] | None = None) -> Path:
-    """Write ``model`` (weights + architecture); returns the ``.safetensors`` path."""
+         metadata: Mapping[str, Any] | None = None, preprocess: Preprocess | None = None) -> Path:
+    """Write ``model`` (weights + architecture + ``preprocess``, default ``model.preprocess``, else the
+    defaults); returns the ``.safetensors`` path."""
     model = unwrap(model)
     st, js = paths_for(path)
     if not overwrite:
@@ -78,6 +84,7 @@ def save(model: VisionTransformer, path: str | Path, *, overwrite: bool = False,
 
     record = {"format": "dinolab", "format_version": FORMAT_VERSION, "architecture": type(model).__name__,
               "config": _jsonable(model.config), "metadata": _jsonable(dict(metadata or {})),
+              "preprocess": (preprocess or model.preprocess or Preprocess()).to_dict(),
               "dinolab_version": __version__}
     tensors = {k: v.detach() for k, v in model.state_dict().items()}
     write_safetensors(st, tensors, {"format": "pt", "dinolab": json.dumps(record, sort_keys=True)})
@@ -85,8 +92,8 @@ def save(model: VisionTransformer, path: str | Path, *, overwrite: bool = False,
     return st
 
 
-def read(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
-    """``(config, state_dict, metadata)`` of a dinolab model."""
+def read(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any], Preprocess]:
+    """``(config, state_dict, metadata, preprocess)`` of a dinolab model."""
     st, js = paths_for(path)
     if not st.exists():
         raise WeightsError(f"{st}: the weights of dinolab model {js} are missing; the .safetensors file must sit "
@@ -99,7 +106,14 @@ def read(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dic
             raise WeightsError(f"{js}: invalid JSON ({e})") from None
     else:
         record = _parse_record(header.get("dinolab"), st)
-    return _check_record(record, js), tensors, record.get("metadata", {})
+    where = js if js.exists() else st
+    config = _check_record(record, where)
+    if "preprocess" in record:
+        preprocess = Preprocess.from_dict(record["preprocess"], str(where))
+    else:
+        preprocess = Preprocess(source=f"dinolab default: {where.name} records no preprocessing (written by an "
+                                       f"older dinolab); give --image-size if the model was trained at another size")
+    return config, tensors, record.get("metadata", {}), preprocess
 
 
 def _check_record(record: Any, where: Path) -> dict[str, Any]:

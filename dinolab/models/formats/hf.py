@@ -13,6 +13,10 @@ except folders written by :func:`export_hf`, whose ``config.json`` remembers the
 under ``"dinolab"`` (an entry transformers keeps and ignores), so that dinolab -> HF -> dinolab gives the
 same model back.
 The config.json is written directly, so exporting does not need transformers installed.
+
+Preprocessing: a folder's ``preprocessor_config.json`` (when present) gives ``model.preprocess``;
+without one the processor of the converted checkpoints applies (:func:`~dinolab.models.preprocess.release_defaults`).
+:func:`export_hf` writes a ``preprocessor_config.json`` equivalent to the model's preprocess.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch
 from ...errors import WeightsError
 from ...io import atomic_save_text, escapes_root
 from ..layers import swiglu_hidden_dim
+from ..preprocess import Preprocess, from_hf_processor, release_defaults, to_hf_processor
 from ..presets import preset_config
 from .dinolab_format import unwrap
 from .infer import FAMILY_PRESETS, mlp_ratio, swiglu_ratio
@@ -36,6 +41,7 @@ from .tensor_files import refuse_non_float, read_safetensors, read_torch_file, w
 
 MODEL_TYPES = {"dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel",
                "dinov3_vit": "DINOv3ViTModel"}
+PROCESSOR_FILE = "preprocessor_config.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 
@@ -69,6 +75,20 @@ _LAYER = re.compile(r"^(?:encoder\.|model\.)?layer\.(\d+)\.(.+)$")
 
 def is_hf_state_dict(sd: Mapping[str, Any]) -> bool:
     return any(_strip_prefix(k).startswith(("embeddings.", "encoder.layer.")) for k in sd)
+
+
+def read_preprocessor(folder: str | Path, family: str | None) -> Preprocess:
+    """The folder's ``preprocessor_config.json`` as a :class:`Preprocess`, or the release defaults without one."""
+    f = Path(folder) / PROCESSOR_FILE
+    if not f.is_file():
+        return release_defaults(family, folder, "hf")
+    try:
+        cfg = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"{f}: cannot read the Hugging Face processor config ({e}); fix or remove it") from None
+    if not isinstance(cfg, dict):
+        raise WeightsError(f"{f}: expected a JSON object, got {type(cfg).__name__}; fix or remove it")
+    return from_hf_processor(cfg, str(f))
 
 
 def read_hf_folder(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -253,7 +273,8 @@ def _square(v: Any, name: str, where: str) -> int:
 # writing
 
 def export_hf(model: torch.nn.Module, folder: str | Path, *, overwrite: bool = False) -> Path:
-    """Write ``model`` as a Hugging Face folder (``config.json`` + ``model.safetensors``).
+    """Write ``model`` as a Hugging Face folder (``config.json`` + ``model.safetensors`` +
+    ``preprocessor_config.json`` from ``model.preprocess``, the defaults when it has none).
 
     Learned position embeddings become ``Dinov2Model`` (``Dinov2WithRegistersModel`` with registers),
     RoPE models ``DINOv3ViTModel``; ``transformers.AutoModel.from_pretrained(folder)`` loads the result.
@@ -266,7 +287,7 @@ def export_hf(model: torch.nn.Module, folder: str | Path, *, overwrite: bool = F
         >>> export_hf(create_model("vit_small", depth=2), "hf_out")  # doctest: +SKIP
     """
     folder = Path(folder)
-    targets = [folder / "config.json", folder / "model.safetensors"]
+    targets = [folder / "config.json", folder / "model.safetensors", folder / PROCESSOR_FILE]
     if not overwrite and any(t.exists() for t in targets):
         raise WeightsError(f"{folder} already holds a Hugging Face model; choose another folder or pass "
                            f"overwrite=True (--force on the command line)")
@@ -274,6 +295,8 @@ def export_hf(model: torch.nn.Module, folder: str | Path, *, overwrite: bool = F
     sd, hf_cfg = canonical_to_hf(model.state_dict(), model.config)
     write_safetensors(targets[1], sd, {"format": "pt"})
     atomic_save_text(targets[0], json.dumps(hf_cfg, indent=2, sort_keys=True) + "\n")
+    processor = to_hf_processor(model.preprocess or Preprocess())
+    atomic_save_text(targets[2], json.dumps(processor, indent=2, sort_keys=True) + "\n")
     return folder
 
 
