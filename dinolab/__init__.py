@@ -4,6 +4,7 @@ The public entry points are imported lazily so that ``import dinolab`` is cheap:
 
 - :func:`create_model`, :func:`load_model`, :func:`save_model` (models and weights)
 - :func:`embed` (images to embeddings)
+- :func:`export_onnx` (ONNX export verified with ONNX Runtime)
 - :func:`train`, :class:`Trainer` (pretraining and distillation)
 - :mod:`dinolab.losses`, :mod:`dinolab.eval`, :mod:`dinolab.curate`
 """
@@ -22,6 +23,7 @@ _LAZY = {
     "embed": "dinolab.eval.features",
     "train": "dinolab.train.trainer",
     "Trainer": "dinolab.train.trainer",
+    "export_onnx": "dinolab.export",
 }
 
 __all__ = list(_LAZY) + ["__version__"]

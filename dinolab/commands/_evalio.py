@@ -38,6 +38,8 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     g.add_argument("--precision", default="auto", help="auto (default), fp32, bf16 or fp16")
     g.add_argument("--num-workers", type=int, default=2, metavar="N", help="decoding processes (default 2)")
+    g.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                   help="torch (default), or onnx: WEIGHTS is a `dinolab export` .onnx file run by ONNX Runtime")
     g.add_argument("--max-bad-fraction", type=float, default=0.1, metavar="F",
                    help="unreadable files are skipped and named; stop if more than this share of a folder is "
                         "unreadable (default 0.1)")
@@ -65,9 +67,9 @@ class SplitLoader:
             for name in ("batch_size", "image_size"):
                 if getattr(self.args, name) < 1:
                     raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self.args, name)}")
-            from .. import load_model
+            from ..export.runtime import load_runtime_model
 
-            self._model = load_model(self.args.weights)
+            self._model = load_runtime_model(self.args.weights, getattr(self.args, "runtime", "torch"))
         return self._model
 
     def has(self, name: str) -> bool:

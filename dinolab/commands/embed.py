@@ -33,16 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="for a .txt list: resolve its paths against DIR and refuse paths outside it")
     parser.add_argument("--max-bad-fraction", type=float, default=0.1, metavar="F",
                         help="stop if more than this share of the files cannot be read (default 0.1)")
+    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                        help="torch (default): WEIGHTS run by dinolab; onnx: WEIGHTS is a `dinolab export` .onnx "
+                             "file run by ONNX Runtime (CPU; --precision does not apply)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
 
 
 def run(args: argparse.Namespace) -> int:
-    import dinolab
-
     from ..data import BadFileLog, ImageDataset
     from ..data.badfiles import warnings_held_back
     from ..errors import ConfigError
     from ..eval.features import embed
+    from ..export.runtime import load_runtime_model
     from ..io import check_writable
 
     for name in ("batch_size", "image_size"):
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     out = check_writable(args.out, force=args.force)
     log_path = check_writable(out.with_name(out.stem + ".bad_files.log"), force=args.force)
     dataset = ImageDataset(args.data, root=args.root)
-    model = dinolab.load_model(args.weights)
+    model = load_runtime_model(args.weights, args.runtime)
     with warnings_held_back():  # the summary below names the bad files
         emb = embed(model, dataset, batch_size=args.batch_size, image_size=args.image_size, device=args.device,
                     precision=args.precision, patch_mean=args.patch_mean, n_last_blocks=args.n_last_blocks,
