@@ -5,6 +5,7 @@ The public entry points are imported lazily so that ``import dinolab`` is cheap:
 - :func:`create_model`, :func:`load_model`, :func:`save_model` (models and weights; ``model.preprocess``
   is a :class:`Preprocess`: how the model sees)
 - :func:`embed` (images to embeddings)
+- :func:`export_onnx` (ONNX export verified with ONNX Runtime)
 - :func:`train`, :class:`Trainer` (pretraining and distillation)
 - :mod:`dinolab.losses`, :mod:`dinolab.eval`, :mod:`dinolab.curate`
 """
@@ -24,6 +25,7 @@ _LAZY = {
     "embed": "dinolab.eval.features",
     "train": "dinolab.train.trainer",
     "Trainer": "dinolab.train.trainer",
+    "export_onnx": "dinolab.export",
 }
 
 __all__ = list(_LAZY) + ["__version__"]

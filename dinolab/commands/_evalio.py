@@ -35,7 +35,7 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     """The :class:`~dinolab.eval.options.InferenceOptions` group plus ``--max-bad-fraction``."""
     from ..eval.options import add_inference_arguments
 
-    g = add_inference_arguments(parser, title="embedding images (with WEIGHTS)")
+    g = add_inference_arguments(parser, title="embedding images (with WEIGHTS)", extra=("runtime",))
     g.add_argument("--max-bad-fraction", type=float, default=0.1, metavar="F",
                    help="unreadable files are skipped and named; stop if more than this share of a folder is "
                         "unreadable (default 0.1)")
@@ -64,9 +64,7 @@ class SplitLoader:
             if not self.args.weights:
                 raise ConfigError("image folders need WEIGHTS to embed them; give a weights file first, or "
                                   "precomputed embeddings with the --*-embeddings options")
-            from .. import load_model
-
-            self._model = load_model(self.args.weights)
+            self._model = self.options.load_model(self.args.weights)
             self.preprocess = self.options.preprocess_for(self._model, announce=self.command)
         return self._model
 

@@ -1,7 +1,9 @@
 """Benchmark this machine: embedding vs transformers, training step (MFU, memory), augmentation, scaling.
 
-WHAT is embed, train, augment, scaling or all (default). Each benchmark times its workloads in one
-interleaved sequence (A B B A ...), with the matrix-multiply peaks in the same sequence, so ratios and
+WHAT is embed, train, augment, scaling, runtime or all (default; all leaves out runtime, which needs
+the onnx extra). runtime: dinolab's PyTorch CPU path (fp32, bf16) against ONNX Runtime fp32 / int8 on
+the same exported models (--models, default dinov2_vits14,dinov2_vitb14; --batch default 8).
+Each benchmark times its workloads in one interleaved sequence (A B B A ...), with the matrix-multiply peaks in the same sequence, so ratios and
 MFU hold even on a busy machine. bf16 is measured too; where it would take too long (a CPU without
 native bf16 instructions emulates it) it runs at a reduced size, or is skipped, and says so.
 --quick runs tiny models and sizes (a check that everything works, in a few minutes on a CPU).
@@ -9,18 +11,19 @@ Examples:
   dinolab bench --quick
   dinolab bench embed --precisions fp32,bf16 --out embed.json
   dinolab bench train --device cuda --out train.json
+  dinolab bench runtime --out runtime.json
 """
 
 from __future__ import annotations
 
 import argparse
 
-WHAT = ("embed", "train", "augment", "scaling", "all")
+WHAT = ("embed", "train", "augment", "scaling", "runtime", "all")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", nargs="?", default="all", choices=WHAT, metavar="WHAT",
-                        help="embed, train, augment, scaling or all (default)")
+                        help="embed, train, augment, scaling, runtime or all (default)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--precisions", default="fp32,bf16", metavar="P,P",
                         help="comma-separated precisions to measure (default fp32,bf16; auto allowed)")
@@ -28,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, metavar="N", help="timed calls per workload (default 3)")
     parser.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed calls per workload (default 1)")
     parser.add_argument("--models", default=None, metavar="NAME,NAME",
-                        help="embed: architectures (default dinov2_vits14,dinov2_vitb14)")
+                        help="embed, runtime: architectures (default dinov2_vits14,dinov2_vitb14)")
     parser.add_argument("--recipes", default="dino,dinov2", metavar="R,R", help="train: recipes (default dino,dinov2)")
     parser.add_argument("--batch", type=int, default=None, metavar="B",
                         help="images per batch / step (default: 32 for embed, 16 for train; 4 and 2 with --quick)")
@@ -88,6 +91,14 @@ def run(args: argparse.Namespace) -> int:
     if args.what in ("scaling", "all"):
         report["scaling"] = scaling.run(quick=args.quick, device=str(dev), **timing)
         print("\n" + scaling.summary(report["scaling"]), flush=True)
+    if args.what == "runtime":
+        from ..bench import runtime
+
+        size = runtime.QUICK if args.quick else runtime.FULL
+        size = replace(size, batch=args.batch) if args.batch else size
+        models = _names(args.models) if args.models else runtime.MODELS[:1] if args.quick else runtime.MODELS
+        report["runtime"] = runtime.run(models, size=size, **timing)
+        print("\n" + runtime.summary(report["runtime"]), flush=True)
     report["machine"]["load_average_end"] = machine_info(dev)["load_average"]
     if out is not None:
         atomic_save_text(out, json.dumps(report, indent=1) + "\n")

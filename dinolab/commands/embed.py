@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch-mean", action="store_true", help="also save the mean of the last block's patch tokens")
     parser.add_argument("--n-last-blocks", type=int, default=1, metavar="N",
                         help="concatenate the CLS tokens of the last N blocks (default 1)")
-    add_inference_arguments(parser)
+    add_inference_arguments(parser, extra=("runtime",))
     parser.add_argument("--root", default=None, metavar="DIR",
                         help="for a .txt list: resolve its paths against DIR and refuse paths outside it")
     parser.add_argument("--max-bad-fraction", type=float, default=0.1, metavar="F",
@@ -36,8 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dinolab
-
     from ..data import BadFileLog, ImageDataset
     from ..data.badfiles import warnings_held_back
     from ..eval.features import embed
@@ -48,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     out = check_writable(args.out, force=args.force)
     log_path = check_writable(out.with_name(out.stem + ".bad_files.log"), force=args.force)
     dataset = ImageDataset(args.data, root=args.root)
-    model = dinolab.load_model(args.weights)
+    model = options.load_model(args.weights)
     preprocess = options.preprocess_for(model, announce="embed")
     with warnings_held_back():  # the summary below names the bad files
         emb = embed(model, dataset, preprocess=preprocess, patch_mean=args.patch_mean,

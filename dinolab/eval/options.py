@@ -59,6 +59,10 @@ class InferenceOptions:
     num_workers: int = field(default=2, metadata=_arg("decoding processes (default 2)", metavar="N", type=int,
                                                       minimum=0))
     progress: bool = field(default=True, metadata=_arg("no progress bars"))
+    runtime: str = field(default="torch", metadata={**_arg(
+        "torch (default), or onnx: WEIGHTS is a `dinolab export` .onnx file run by ONNX Runtime "
+        "(CPU; --precision does not apply)",
+        choices=("torch", "onnx")), "opt_in": True})  # only commands that embed through dinolab.embed
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -94,6 +98,12 @@ class InferenceOptions:
             print(f"{announce}: {p.describe()}", file=sys.stderr)
         return p
 
+    def load_model(self, weights: Any) -> Any:
+        """The model of ``weights`` for :attr:`runtime` (a dinolab backbone, or an ONNX Runtime session)."""
+        from ..export.runtime import load_runtime_model
+
+        return load_runtime_model(weights, self.runtime)
+
     def embed_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`dinolab.embed` (all but the preprocessing)."""
         return {"batch_size": self.batch_size, "device": self.device, "precision": self.precision,
@@ -107,15 +117,16 @@ def _flag(f: dataclasses.Field) -> str:
 
 
 def add_inference_arguments(parser: argparse.ArgumentParser, *, only: Sequence[str] | None = None,
-                            title: str = "running the model") -> argparse._ArgumentGroup:
-    """Add one option per :class:`InferenceOptions` field (or the fields named in ``only``) as a group."""
+                            title: str = "running the model", extra: Sequence[str] = ()) -> argparse._ArgumentGroup:
+    """Add one option per :class:`InferenceOptions` field (or the fields named in ``only``) as a group;
+    opt-in fields (``runtime``) only when named in ``extra``."""
     names = [f.name for f in dataclasses.fields(InferenceOptions)]
     unknown = sorted(set(only or ()) - set(names))
     if unknown:
         raise ValueError(f"unknown inference option(s) {unknown}; known: {names}")
     group = parser.add_argument_group(title)
     for f in dataclasses.fields(InferenceOptions):
-        if only is not None and f.name not in only:
+        if (only is not None and f.name not in only) or (f.metadata.get("opt_in") and f.name not in extra):
             continue
         meta = f.metadata
         if isinstance(f.default, bool):
