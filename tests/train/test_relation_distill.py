@@ -16,7 +16,8 @@ from dinolab.train.checkpoint import load_checkpoint
 from dinolab.train.config import validate
 from dinolab.train.metrics_log import read_metrics
 from dinolab.train.objectives import Forward, Objectives, StepInputs
-from dinolab.train.relation_distill import RelationDistillObjective, relation_kl
+from dinolab.losses import relation_kl
+from dinolab.train.objectives.relation_distill import RelationDistillObjective
 from dinolab.train.trainer import Trainer
 
 
