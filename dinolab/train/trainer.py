@@ -21,7 +21,7 @@ Together with the saved model, optimizer, scaler and loss states, N iterations i
 k + resume + N - k iterations give the same numbers.
 
 Under ``torchrun`` every rank runs this loop on its share of the global batch (see
-:mod:`.distributed`); signals and stops are agreed between ranks, rank 0 writes the run directory.
+:mod:`dinolab.runtime.distributed`); signals and stops are agreed between ranks, rank 0 writes the run directory.
 
 SIGTERM / SIGINT finish the current iteration, save a checkpoint and stop (a second Ctrl-C aborts).
 
@@ -59,18 +59,18 @@ from ..device import autocast, resolve_precision
 from ..errors import DataError, DinolabError
 from ..models import VisionTransformer, create_model
 from ..io import remove_partial_writes
-from .checkpoint import capture_rng_state, has_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
-from .fsdp import SHARD_DIR, gathered_backbone, prune_shards, save_shard
+from ..runtime.checkpoint import capture_rng_state, has_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
+from ..runtime.fsdp import SHARD_DIR, gathered_backbone, prune_shards, save_shard
 from .config import Config, load_config, save_config, validate
 from .crop_plan import CropPlan, CropSizes
 from .data import RunData, build_run_data
-from . import distributed
-from .distributed import Parallel
+from ..runtime import distributed
+from ..runtime.distributed import Parallel
 from .distill import EXPORT_FILES as DISTILL_EXPORT_FILES
 from .distill import STUDENT_EXPORT, Distillation
 from .ema import EMA
-from .metrics_log import MetricsLog
-from .cpu_memory import keep_freed_memory
+from ..runtime.metrics_log import MetricsLog
+from ..runtime.cpu_memory import keep_freed_memory
 from .monitor import CollapseMonitor
 from .objectives import Objectives, StepInputs
 from .optim import apply_schedule, build_optimizer, clip_gradients, drop_last_layer_grads

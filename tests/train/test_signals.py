@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 
-from dinolab.train.checkpoint import load_checkpoint
-from dinolab.train.metrics_log import read_metrics
+from dinolab.runtime.checkpoint import load_checkpoint
+from dinolab.runtime.metrics_log import read_metrics
 
 
 def test_sigterm_saves_a_checkpoint_and_exits(tmp_path, tiny_overrides):

@@ -34,7 +34,7 @@ import torch
 from ..errors import DinolabError
 from ..io import atomic_write
 
-logger = logging.getLogger("dinolab.train")
+logger = logging.getLogger("dinolab.runtime")
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
