@@ -90,9 +90,9 @@ def align(weights_or_model: str | os.PathLike | nn.Module, pairs: str | os.PathL
 
     from ..device import resolve_device, resolve_precision
     from ..models.weights import load_model
-    from ..train.checkpoint import load_checkpoint, save_checkpoint
-    from ..train.metrics_log import MetricsLog
-    from ..train.schedules import cosine_schedule
+    from ..runtime.checkpoint import load_checkpoint, save_checkpoint
+    from ..runtime.metrics_log import MetricsLog
+    from ..runtime.schedules import cosine_schedule
 
     _check_args(epochs=epochs, batch_size=batch_size, lr=lr, embed_dim=embed_dim, image_size=image_size,
                 word_dropout=word_dropout, head_blocks=head_blocks)

@@ -23,19 +23,18 @@ Examples:
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
-import types
-import typing
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any, Literal, Sequence
 
-import yaml
-
 from ..errors import ConfigError
+from ..runtime.config_loader import ConfigSchema, bounded, check_fields, device_name, parse_override, save_config
+from ..runtime.config_loader import to_dict, to_yaml
+from ..runtime.config_loader import valid_keys as _valid_keys
+
+__all__ = ["Config", "ConfigError", "ConfigSchema", "SCHEMA", "apply_overrides", "config_from_dict", "list_presets",
+           "load_config", "merge", "parse_override", "read_yaml", "save_config", "valid_keys", "validate"]
 
 PRESET_PACKAGE = "dinolab.configs"
 DEFAULT_PRESET = "default"
@@ -171,9 +170,9 @@ class TeacherConfig:
 @dataclass
 class OptimConfig:
     optimizer: Literal["adamw"] = "adamw"
-    lr: float = 0.0005  # base lr, scaled by scaling_rule with train.batch_size
+    lr: float = bounded(0.0005, ge=0)  # base lr, scaled by scaling_rule with train.batch_size
     scaling_rule: Literal["linear_wrt_256", "sqrt_wrt_1024", "none"] = "linear_wrt_256"
-    min_lr: float = 1e-6
+    min_lr: float = bounded(1e-6, ge=0)
     lr_schedule: Literal["cosine", "constant"] = "cosine"  # after warm-up; DINOv3 keeps the peak lr
     warmup_epochs: float = 10
     weight_decay: float = 0.04
@@ -193,8 +192,8 @@ class TrainConfig:
     batch_size: int = 512  # images per optimizer step, over all processes and accumulation steps
     accumulate: int = 1  # micro-batches per optimizer step
     epoch_length: int | None = None  # iterations per epoch; None: one pass over the data
-    seed: int = 0
-    device: str = "auto"
+    seed: int = bounded(0, ge=0, le=2**32 - 1)  # numpy's seed range
+    device: str = bounded("auto", check=device_name)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     checkpoint_every: int = 0  # iterations between checkpoints (0: at the end of each epoch only)
     max_nonfinite_steps: int = 20  # stop after this many non-finite steps in a row
@@ -238,245 +237,48 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict of YAML-safe values (tuples become lists)."""
-        return _plain(dataclasses.asdict(self))
+        return to_dict(self)
 
     def to_yaml(self) -> str:
         """Block-style YAML (one key per line, lists inline), readable by :func:`load_config`."""
-        return yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+        return to_yaml(self)
 
 
-class _Dumper(yaml.SafeDumper):
-    pass
-
-
-_Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
-
-
-# ------------------------------------------------------------------------------------------------
-# building a Config from dicts
-
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
+SCHEMA = ConfigSchema(Config, PRESET_PACKAGE, DEFAULT_PRESET, command="dinolab train")
 
 
 def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
     """Every dotted key of the schema, e.g. ``optim.lr``."""
-    keys = []
-    for f in dataclasses.fields(cls):
-        name = prefix + f.name
-        sub = typing.get_type_hints(cls)[f.name]
-        keys += valid_keys(sub, name + ".") if dataclasses.is_dataclass(sub) else [name]
-    return keys
-
-
-def _unknown_key(key: str, where: str) -> ConfigError:
-    keys = valid_keys()
-    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
-    if not close:  # a misspelt last part in the right section, or a right name in the wrong section
-        last = key.rsplit(".", 1)[-1]
-        close = difflib.get_close_matches(last, [k.rsplit(".", 1)[-1] for k in keys], n=1, cutoff=0.6)
-        close = [k for k in keys if close and k.endswith("." + close[0])][:1]
-    hint = f"; did you mean {close[0]}?" if close else "; `dinolab train --print-config` lists every key"
-    return ConfigError(f"unknown config key {key!r}{where}{hint}")
-
-
-_PLURAL = {int: "integers", float: "numbers", bool: "booleans", str: "strings"}
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
-    if origin is tuple:
-        args = typing.get_args(tp)
-        return f"a list of {len(args)} {_PLURAL.get(args[0], str(args[0]))}"
-    if origin is list:
-        return f"a list of {_PLURAL.get(typing.get_args(tp)[0], 'values')}"
-    if origin is dict:
-        return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
-
-
-class _Mismatch(Exception):
-    pass
-
-
-def _coerce(value: Any, tp: Any) -> Any:
-    """``value`` converted to type ``tp`` (ints to floats, number strings such as ``1e-3`` to floats)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a)
-            except _Mismatch:
-                pass
-        raise _Mismatch
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise _Mismatch
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        args = typing.get_args(tp)
-        if origin is tuple:
-            if len(value) != len(args):
-                raise _Mismatch
-            return tuple(_coerce(v, a) for v, a in zip(value, args))
-        return [_coerce(v, args[0]) for v in value]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _Mismatch
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise _Mismatch
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise _Mismatch from None
-        raise _Mismatch
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise _Mismatch
-    if tp is Any:
-        return value
-    raise TypeError(f"unsupported config type {tp!r}")
-
-
-def _merge_into(obj: Any, values: dict[str, Any], prefix: str, where: str) -> None:
-    if not isinstance(values, dict):
-        raise ConfigError(f"config section {prefix.rstrip('.') or '(top level)'}{where} must be a mapping "
-                          f"of keys to values, got {values!r}")
-    hints = typing.get_type_hints(type(obj))
-    for key, value in values.items():
-        name = prefix + str(key)
-        if key not in hints:
-            while isinstance(value, dict) and len(value) == 1:  # report the whole dotted key of an override
-                key, value = next(iter(value.items()))
-                name += f".{key}"
-            raise _unknown_key(name, where)
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            _merge_into(getattr(obj, key), value if value is not None else {}, name + ".", where)
-            continue
-        try:
-            setattr(obj, key, _coerce(value, tp))
-        except _Mismatch:
-            choices = typing.get_args(tp) if typing.get_origin(tp) is Literal else ()
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{name}={value!r}{where} has the wrong type: expected {_type_name(tp)}{hint}") from None
+    return _valid_keys(cls, prefix)
 
 
 def merge(config: Config, values: dict[str, Any], where: str = "") -> Config:
     """Merge a nested dict of values into ``config`` (in place; also returned)."""
-    _merge_into(config, values or {}, "", where)
-    return config
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"optim.lr=1e-3"`` -> ``("optim.lr", 0.001)``; the value is read as a YAML scalar or list."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. optim.lr=1e-3)")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({e.problem}); quote it") from None
-    return key, value
-
-
-def _nest(key: str, value: Any) -> dict[str, Any]:
-    for part in reversed(key.split(".")):
-        value = {part: value}
-    return value
+    return SCHEMA.merge(config, values, where)
 
 
 def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
-    for text in overrides:
-        key, value = parse_override(text)
-        merge(config, _nest(key, value), where=" (command line)")
-    return config
-
-
-# ------------------------------------------------------------------------------------------------
-# files and presets
+    return SCHEMA.apply_overrides(config, overrides)
 
 
 def list_presets() -> list[str]:
     """Names of the packaged presets (``dinolab/configs/*.yaml``)."""
-    return sorted(p.name[:-5] for p in resources.files(PRESET_PACKAGE).iterdir() if p.name.endswith(".yaml"))
+    return SCHEMA.list_presets()
 
 
 def read_yaml(source: str | os.PathLike) -> tuple[dict[str, Any], str]:
     """The dict in a YAML file or packaged preset, and a description of where it came from."""
-    path = Path(source)
-    if path.suffix in (".yaml", ".yml") or path.exists() or os.sep in str(source):
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; give a YAML file or one of the presets: "
-                              + ", ".join(list_presets()))
-        text, where = path.read_text(), f" (in {path})"
-    else:
-        name = str(source)
-        if name not in list_presets():
-            close = difflib.get_close_matches(name, list_presets(), n=1)
-            hint = f"did you mean {close[0]}? " if close else ""
-            raise ConfigError(f"{name!r} is neither a config file nor a preset; {hint}presets: "
-                              + ", ".join(list_presets()))
-        text, where = resources.files(PRESET_PACKAGE).joinpath(name + ".yaml").read_text(), f" (in preset {name})"
-    try:
-        values = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"cannot parse{where}: {e}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"the config{where} must be a mapping of sections, got {type(values).__name__}")
-    return values, where
+    return SCHEMA.read_yaml(source)
 
 
 def load_config(source: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
     """Defaults, then the YAML file or preset ``source`` (None: the ``default`` preset), then ``overrides``."""
-    values, where = read_yaml(DEFAULT_PRESET if source is None else source)
-    config = merge(Config(), values, where)
-    return apply_overrides(config, overrides)
+    return SCHEMA.load(source, overrides)
 
 
 def config_from_dict(values: dict[str, Any], where: str = "") -> Config:
     """A Config from a (possibly partial) nested dict merged over the defaults."""
-    return merge(Config(), values, where)
-
-
-def save_config(config: Config, path: str | os.PathLike) -> None:
-    from ..io import atomic_save_text
-
-    atomic_save_text(path, config.to_yaml())
+    return SCHEMA.from_dict(values, where)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -501,6 +303,7 @@ def _check_options(key: str, options: dict[str, Any], module: str, name: str, ex
 
 def validate(config: Config, world_size: int = 1) -> list[str]:
     """Reject impossible settings (``ConfigError`` naming the key and the fix); return warnings."""
+    check_fields(config)  # the ranges declared with the fields, for configs built in code
     c, warnings = config, []
 
     def need(ok: bool, message: str) -> None:

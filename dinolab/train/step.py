@@ -27,7 +27,7 @@ from ..device import autocast
 from .config import Config
 from .crop_plan import CropPlan, CropSizes
 from .data_plan import DataPlan
-from .distributed import Parallel
+from ..runtime.distributed import Parallel
 from .objectives import Objectives, StepInputs
 from .optim import apply_schedule, clip_gradients, drop_last_layer_grads
 from .schedules import Schedules

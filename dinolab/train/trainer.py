@@ -16,7 +16,7 @@ with ``(train.seed, i)`` (:mod:`.step`). Together with the saved model, optimize
 states, N iterations in one go and k + resume + N - k iterations give the same numbers.
 
 Under ``torchrun`` every rank runs this loop on its share of the global batch (see
-:mod:`.distributed`); signals and stops are agreed between ranks, rank 0 writes the run directory.
+:mod:`dinolab.runtime.distributed`); signals and stops are agreed between ranks, rank 0 writes the run directory.
 
 SIGTERM / SIGINT finish the current iteration, save a checkpoint and stop (a second Ctrl-C aborts).
 
@@ -32,10 +32,7 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,20 +46,21 @@ from torch import nn
 from ..data import BadFileLog
 from ..device import resolve_precision
 from ..errors import DinolabError
-from ..io import remove_partial_writes
-from . import distributed
+from ..runtime import distributed, signals
+from ..runtime.checkpoint import capture_rng_state, has_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
+from ..runtime.cpu_memory import keep_freed_memory
+from ..runtime.distributed import Parallel
+from ..runtime.fsdp import SHARD_DIR, gathered_backbone, prune_shards, save_shard
+from ..runtime.messages import say
+from ..runtime.metrics_log import MetricsLog
+from ..runtime.run_dir import RunDirectory
 from .build import build_models, make_multicrop, random_init_backbone
 from .callbacks import Callback, EpochEnd, default_callbacks
-from .checkpoint import capture_rng_state, has_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
-from .config import Config, load_config, save_config, validate
-from .cpu_memory import keep_freed_memory
+from .config import Config, load_config, validate
 from .crop_plan import CropPlan, largest_global_crop
 from .data import RunData, build_run_data
 from .data_plan import BAD_FILES_NAME, DataPlan
-from .distributed import Parallel
 from .evaluation import knn_accuracy
-from .fsdp import SHARD_DIR, gathered_backbone, prune_shards, save_shard
-from .metrics_log import MetricsLog
 from .objectives import Objectives
 from .optim import build_optimizer
 from .schedules import Schedules
@@ -99,11 +97,7 @@ def default_run_dir() -> Path:
 
 
 def _say(message: str) -> None:
-    from tqdm.auto import tqdm
-
-    if distributed.world()[1] != 0:  # one voice per run
-        return
-    tqdm.write(message, file=sys.stderr)
+    say(message)  # rank 0 only, above the progress bar (runtime/messages.py)
 
 
 class Trainer:
@@ -148,34 +142,22 @@ class Trainer:
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Trainer:
         """Resume the run in ``run_dir`` with its saved config (plus ``overrides``, e.g. ``train.epochs=200``)."""
-        path = Path(run_dir) / CONFIG_NAME
-        if not path.is_file():
-            raise DinolabError(f"{run_dir} is not a run directory (no {CONFIG_NAME}); --resume takes the directory "
-                               f"of an earlier `dinolab train` run")
+        path = RunDirectory.find_resume(run_dir, CONFIG_NAME, "dinolab train")
         return cls(load_config(path, overrides), run_dir, resume=True)
 
     # ------------------------------------------------------------------------------------------
     # set-up
 
     def _prepare_run_dir(self) -> None:
-        d = self.run_dir
-        if self.rank != 0:
-            return
-        if self.resume:
-            for name in _RUN_FILES:  # what a kill -9 in the middle of a write left behind
-                remove_partial_writes(d / name)
-            if self._config_changed():
-                save_config(self.config, d / CONFIG_NAME)
-            return
-        if d.exists() and any(d.iterdir()):
-            if not self.force:
-                raise DinolabError(f"{d} already holds files; continue that run with --resume {d}, start over in it "
-                                   f"with --force, or choose another --out directory")
-            for name in _RUN_FILES:
-                (d / name).unlink(missing_ok=True)
-            shutil.rmtree(d / SHARD_DIR, ignore_errors=True)
-        d.mkdir(parents=True, exist_ok=True)
-        save_config(self.config, d / CONFIG_NAME)
+        """Check and lock the run directory; nothing in it changes before :meth:`_commit_run_dir`."""
+        self.run = RunDirectory(self.run_dir, files=_RUN_FILES, folders=(SHARD_DIR,), config_name=CONFIG_NAME,
+                                command="dinolab train", enabled=self.rank == 0)
+        self.run.open(resume=self.resume, force=self.force)
+
+    def _commit_run_dir(self) -> None:
+        """The start is accepted (config, data and checkpoint checked): write the config (if new or changed)."""
+        if self.rank == 0:
+            self.run.commit(self.config.to_yaml() if not self.resume or self._config_changed() else None)
 
     def _config_changed(self) -> bool:
         saved = load_config(self.run_dir / CONFIG_NAME)
@@ -336,7 +318,7 @@ class Trainer:
         """Finish the current step, save a checkpoint and return from :meth:`fit` (``stopped_by=reason``)."""
         self._stop = reason
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
+    def _on_signal(self, signum: int, frame: Any) -> None:  # only in this process, not in loader workers
         if self._stop is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.request_stop(signal.Signals(signum).name)
@@ -344,9 +326,7 @@ class Trainer:
              f"(press Ctrl-C again to abort without saving)")
 
     def _install_signal_handlers(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        return {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        return signals.install(self._on_signal)
 
     def _log_step(self, record: dict[str, Any], bar: Any) -> None:
         self.metrics.write(record)
@@ -375,15 +355,24 @@ class Trainer:
         for w in self.warnings:
             _say(f"warning: {w}")
         self._prepare_run_dir()
-        self._setup()
-        self._start = 0
-        if self.resume and not has_checkpoint(self.run_dir):  # stopped (kill -9) before its first checkpoint
-            self.metrics.truncate(0)
-            _say(f"{self.run_dir} has no checkpoint yet (the run stopped before saving one): starting at step 0")
-        elif self.resume:
-            self._start = self.load_state_dict(load_checkpoint(self.run_dir))
+        try:
+            self._setup()
+            self._start = 0
+            state = load_checkpoint(self.run_dir) if self.resume and has_checkpoint(self.run_dir) else None
+            if state is not None:
+                self._start = self.load_state_dict(state)  # may refuse: the run directory is still untouched
+            self._commit_run_dir()
+        except BaseException:
+            self.run.abandon()
+            raise
+        total = self.schedules.total_iters
+        if self.resume:
             self.metrics.truncate(self._start)
-            _say(f"resuming {self.run_dir} at step {self._start} (epoch {self._start // self.iters_per_epoch + 1})")
+        if self.resume and state is None:  # stopped (kill -9) before its first checkpoint
+            _say(f"{self.run_dir} has no checkpoint yet (the run stopped before saving one): starting at step 0")
+        elif self.resume and self._start < total:
+            _say(f"resuming {self.run_dir} at step {self._start} (epoch {self._start // self.iters_per_epoch + 1}"
+                 f"/{self.config.train.epochs})")
         self._ready = True
         return self._start
 
@@ -405,6 +394,8 @@ class Trainer:
         try:
             return self._fit()
         finally:
+            if self._ready:
+                self.run.close()  # the run's lock
             if self._owns_group:
                 distributed.destroy()
                 self._owns_group = False

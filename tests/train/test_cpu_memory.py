@@ -11,7 +11,7 @@ from dinolab.train.config import TrainConfig
 PROBE = """
 import resource, sys, torch
 if sys.argv[1] == "keep":
-    from dinolab.train.cpu_memory import keep_freed_memory
+    from dinolab.runtime.cpu_memory import keep_freed_memory
     assert keep_freed_memory()
 def step():
     torch.ones(64 * 2**20)  # 256 MiB of float32, written then freed
