@@ -24,7 +24,7 @@ L2-normalised features).
 Examples:
     >>> s = GramSchedule(weight=2.0, start=100, warmup=10, snapshot=100, refresh_every=20, first_refresh=120,
     ...                  max_refreshes=3)
-    >>> s.weight_at(99), s.weight_at(105), s.weight_at(110)
+    >>> s.weight_at(99), round(s.weight_at(105), 6), s.weight_at(110)
     (0.0, 1.0, 2.0)
     >>> [n for n in range(1, 300) if s.refreshes_after(n)]
     [120, 140, 160]
