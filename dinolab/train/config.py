@@ -135,7 +135,7 @@ class KoleoConfig:
 
 @dataclass
 class GramConfig:
-    """DINOv3 Gram anchoring (see :mod:`dinolab.train.gram`); iteration counts are 0-based steps."""
+    """DINOv3 Gram anchoring (:mod:`dinolab.train.objectives.gram_anchoring`); iterations are 0-based steps."""
 
     loss_weight: float = 0.0  # > 0 enables the objective (DINOv3: 2.0)
     start_iteration: int | None = None  # weight 0 before this iteration; None: start_epoch
@@ -155,7 +155,7 @@ class GramConfig:
 
 @dataclass
 class DistillConfig:
-    """Distillation from a frozen teacher (see :mod:`dinolab.train.distill`); off while ``teacher`` is null."""
+    """Distillation from a frozen teacher (see :mod:`dinolab.train.teacher.frozen`); off while ``teacher`` is null."""
 
     teacher: str | None = None  # frozen teacher: weights load_model reads or a run directory; None: EMA teacher
     heads: Literal["auto", "file", "random"] = "auto"  # teacher heads: the source's (file) or frozen random

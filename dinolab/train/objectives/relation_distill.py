@@ -1,6 +1,7 @@
 """Relational distillation: the student's neighbourhoods of images match the frozen teacher's.
 
-An optional term of distillation (``distill.relation_loss_weight > 0`` with ``distill.teacher``), next to the DINOv2 recipe's DINO / iBOT / KoLeo terms. Those terms see the teacher only through its
+An optional term of distillation (``distill.relation_loss_weight > 0`` with ``distill.teacher``), next
+to the DINOv2 recipe's DINO / iBOT / KoLeo terms. Those terms see the teacher only through its
 heads' softmax targets; when the targets are nearly uniform (a small teacher trained on little data,
 or frozen random heads) the student gets almost no signal from them. This term transfers what a
 k-NN search, retrieval or dedup reads from an embedding, its neighbourhoods, whatever the teacher's
