@@ -50,7 +50,7 @@ from ..errors import ConfigError
 
 T = TypeVar("T")
 
-__all__ = ["ConfigSchema", "bounded", "check_fields", "device_name", "parse_override", "save_config", "to_dict",
+__all__ = ["ConfigSchema", "add_flags", "bounded", "flag_values", "check_fields", "device_name", "parse_override", "save_config", "to_dict",
            "to_yaml", "valid_keys"]
 
 
@@ -63,14 +63,15 @@ _BOUNDS = {"gt": (">", lambda v, b: v > b), "ge": (">=", lambda v, b: v >= b),
 
 def bounded(default: Any = dataclasses.MISSING, *, gt: float | None = None, ge: float | None = None,
             lt: float | None = None, le: float | None = None, check: Callable[[Any], str | None] | None = None,
-            default_factory: Callable[[], Any] | Any = dataclasses.MISSING) -> Any:
+            default_factory: Callable[[], Any] | Any = dataclasses.MISSING, help: str | None = None) -> Any:
     """A dataclass field whose value (or each element of a list value) must satisfy the bounds.
 
     ``check(value)`` may add any other test: it returns what is wrong (e.g. ``"is not a device"``)
-    or None. ``None`` values pass (an optional field unset). A range refuses ``inf`` and ``nan``.
+    or None. ``None`` values pass (an optional field unset). A range refuses ``inf`` and ``nan``. ``help`` is the
+    field's description (command-line flags, :func:`add_flags`).
     """
     bounds = {k: v for k, v in (("gt", gt), ("ge", ge), ("lt", lt), ("le", le)) if v is not None}
-    metadata = {"bounds": bounds, "check": check}
+    metadata = {"bounds": bounds, "check": check, "help": help}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -81,12 +82,23 @@ def _range_text(bounds: dict[str, float]) -> str:
                         for k, v in bounds.items())
 
 
+def _integer_range(bounds: dict[str, float]) -> str:
+    if set(bounds) == {"ge"}:
+        return f"must be at least {bounds['ge']}"
+    if set(bounds) == {"ge", "le"}:
+        return f"must be in [{bounds['ge']}, {bounds['le']}]"
+    return f"must be {_range_text(bounds)}"
+
+
 def _field_problem(f: dataclasses.Field, value: Any) -> str | None:
     bounds, check = f.metadata.get("bounds") or {}, f.metadata.get("check")
     if value is None:
         return None
     for v in (value if isinstance(value, (list, tuple)) else [value]):
-        if bounds and isinstance(v, (int, float)) and not isinstance(v, bool):
+        if bounds and isinstance(v, int) and not isinstance(v, bool):
+            if not all(_BOUNDS[k][1](v, b) for k, b in bounds.items()):
+                return _integer_range(bounds)
+        elif bounds and isinstance(v, float):
             if not math.isfinite(v) or not all(_BOUNDS[k][1](v, b) for k, b in bounds.items()):
                 return f"must be a finite number {_range_text(bounds)}"
     return check(value) if check is not None else None
@@ -293,6 +305,43 @@ def _nest(key: str, value: Any) -> dict[str, Any]:
     for part in reversed(key.split(".")):
         value = {part: value}
     return value
+
+
+# ------------------------------------------------------------------------------------------------
+# command-line flags generated from a flat dataclass
+
+
+def _flag_type(tp: Any) -> Callable[[str], Any]:
+    """argparse ``type``: the text itself for strings (paths stay paths), else its YAML reading (coerced to the
+    field's type when merged)."""
+    if tp is str or str in typing.get_args(tp):
+        return str
+    return lambda text: yaml.safe_load(text) if text.strip() else None
+
+
+def add_flags(parser: Any, cls: type, skip: Sequence[str] = ()) -> None:
+    """One ``--kebab-name`` flag per field of dataclass ``cls`` (help from the field's ``help``, default from the
+    dataclass, named in the help); a ``True`` boolean gets ``--no-NAME``, a ``False`` one ``--NAME``. Flags not
+    given are absent from the namespace (see :func:`flag_values`)."""
+    import argparse
+
+    for f in dataclasses.fields(cls):
+        if f.name in skip or dataclasses.is_dataclass(_hints(cls)[f.name]):
+            continue
+        default, flag = _default_of(f), "--" + f.name.replace("_", "-")
+        text = f.metadata.get("help") or f.name.replace("_", " ")
+        if _hints(cls)[f.name] is bool:
+            parser.add_argument(f"--no-{flag[2:]}" if default else flag, dest=f.name, action="store_const",
+                                const=not default, default=argparse.SUPPRESS, help=text)
+            continue
+        parser.add_argument(flag, dest=f.name, type=_flag_type(_hints(cls)[f.name]), default=argparse.SUPPRESS,
+                            metavar=f.name.upper(),
+                            help=text if default is None else f"{text} (default {_yaml_scalar(default)})")
+
+
+def flag_values(args: Any, cls: type) -> dict[str, Any]:
+    """The fields of ``cls`` given as flags in the argparse namespace ``args`` (for :meth:`ConfigSchema.merge`)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -128,16 +128,19 @@ class RunDirectory:
     Args:
         path: the run directory.
         files, folders: names of the run's outputs inside it.
-        config_name: the config file a resume requires.
+        config_name: the run's config file.
+        resume_marker: the file a resume requires (default: the config file).
         command: how to run the loop (``dinolab train``), named in the advice of errors.
         enabled: False on the processes that do not write (torchrun ranks other than 0): every method does nothing.
     """
 
     def __init__(self, path: str | os.PathLike, *, files: Sequence[str], folders: Sequence[str] = (),
-                 config_name: str = "config.yaml", command: str = "dinolab train", enabled: bool = True) -> None:
+                 config_name: str = "config.yaml", command: str = "dinolab train", enabled: bool = True,
+                 resume_marker: str | None = None) -> None:
         self.path = Path(path)
         self.files, self.folders = tuple(files), tuple(folders)
         self.config_name, self.command, self.enabled = config_name, command, enabled
+        self.resume_marker = resume_marker or config_name
         self.resume = self.force = False
         self.committed = False
         self._created = False
@@ -150,7 +153,7 @@ class RunDirectory:
     @staticmethod
     def find_resume(path: str | os.PathLike, config_name: str = "config.yaml",
                     command: str = "dinolab train") -> Path:
-        """The config file of the run in ``path`` to resume (refusing a folder that holds no run)."""
+        """``path/config_name`` of the run to resume (refusing a folder that holds no run)."""
         config = Path(path) / config_name
         if not config.is_file():
             raise DinolabError(f"{path} is not a run directory (no {config_name}); --resume takes the directory of "
@@ -166,11 +169,11 @@ class RunDirectory:
         if not self.enabled:
             return
         if resume:
-            self.find_resume(self.path, self.config_name, self.command)
+            self.find_resume(self.path, self.resume_marker, self.command)
         elif self.path.exists() and not self.path.is_dir():
             raise DinolabError(f"{self.path} is a file, not a directory; choose another --out directory")
         elif self._holds_files() and not force:
-            raise DinolabError(f"{self.path} already holds files; continue that run with --resume {self.path}, start "
+            raise DinolabError(f"{self.path} already exists and holds files; continue that run with --resume {self.path}, start "
                                f"over in it with --force, or choose another --out directory")
         if not self.path.exists():
             self.path.mkdir(parents=True)

@@ -27,7 +27,7 @@ time.sleep(60)
 def test_new_run_refuses_files_unless_force_and_force_replaces_only_run_files(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("{}\n")
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(DinolabError, match=r"already holds files; continue that run with --resume"):
+    with pytest.raises(DinolabError, match=r"already exists and holds files; continue that run with --resume"):
         RunDirectory(tmp_path, files=FILES).open(resume=False)
     run = RunDirectory(tmp_path, files=FILES)
     run.open(resume=False, force=True)

@@ -14,7 +14,7 @@ from dinolab.train.config import Config, load_config, validate
 @pytest.mark.parametrize("override, message", [
     ("optim.lr=inf", r"optim.lr=inf must be a finite number >= 0; e.g. optim.lr=0.0005"),
     ("optim.min_lr=inf", r"optim.min_lr=inf must be a finite number >= 0"),
-    ("train.seed=-1", r"train.seed=-1 must be a finite number >= 0 and <= 4294967295"),
+    ("train.seed=-1", r"train.seed=-1 must be in \[0, 4294967295\]"),
     ("train.seed=99999999999", r"train.seed=99999999999 must be"),
     ("train.device=tpu", r"train.device=tpu is not a device; use auto, cpu, cuda, cuda:N or mps"),
 ])
