@@ -10,6 +10,8 @@ from dinolab.train.config import TrainConfig
 # (the first ones may still grow the heap, as small allocations in between split the freed block).
 PROBE = """
 import resource, sys, torch
+import dinolab.train  # as in training: the trainer's modules are loaded before the settings apply (with only
+# dinolab.runtime loaded, the heap's layout made the freed block unreusable in about half the runs)
 if sys.argv[1] == "keep":
     from dinolab.runtime.cpu_memory import keep_freed_memory
     assert keep_freed_memory()
