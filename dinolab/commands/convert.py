@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import check_writable
     from ..models import weights
     from ..models.formats import dinolab_format
-    from ..train.fsdp import consolidate, is_sharded_run
+    from ..runtime.fsdp import consolidate, is_sharded_run
 
     to = args.to or ("official" if Path(args.dst).suffix in (".pth", ".pt") else "dinolab")
     outputs = {"dinolab": dinolab_format.paths_for(args.dst), "hf": (Path(args.dst) / "config.json",

@@ -4,6 +4,7 @@
 - :class:`iBOTPatchLoss`: the same on masked patch tokens.
 - :class:`KoLeoLoss`: spreading regulariser on the CLS features.
 - :class:`GramLoss`: DINOv3 Gram anchoring of patch similarities.
+- :func:`relation_kl`: relational distillation (student and teacher neighbourhoods).
 - :func:`softmax_center`, :func:`sinkhorn_knopp`: teacher targets; :func:`collapse_stats`: monitors.
 
 All losses compute in float32 and work in one process or across processes (``torch.distributed``).
@@ -14,6 +15,7 @@ from .dino import DINOLoss, dino_cross_entropy
 from .gram import GramLoss, gram_loss
 from .ibot import ibot_patch_loss, ibot_patch_loss_gathered, iBOTPatchLoss, masked_token_weights
 from .koleo import KoLeoLoss, koleo_loss
+from .relation import relation_kl
 
 __all__ = [
     "DINOLoss",
@@ -29,4 +31,5 @@ __all__ = [
     "masked_token_weights",
     "koleo_loss",
     "gram_loss",
+    "relation_kl",
 ]

@@ -6,16 +6,17 @@ scratch on the pairs' captions, with the symmetric CLIP loss and a learnable tem
 of a batch with identical captions count as matches of each other, see
 :func:`~dinolab.text.clip_loss.clip_loss`'s ``groups``). The
 backbone never changes: it has ``requires_grad=False``, stays in eval mode, and its state-dict
-fingerprint is checked to be bit-identical after training.
+fingerprint is checked to be bit-identical after training. Its features are computed once per
+image (:mod:`.align_features`).
 
-Because nothing augments the images, the backbone runs **once per image**: with a head without
-blocks only the pooled ``(2D,)`` feature of each image is kept; with blocks the tokens are kept
-when they fit in ``cache_limit_bytes`` and recomputed per batch otherwise.
-
-The run folder ``out`` receives the aligned model (see :mod:`dinolab.text.aligned`),
-``metrics.jsonl`` (one record per epoch: loss, lr, logit scale, and zero-shot accuracy on the
-pairs' own classes when they have them), ``checkpoint.pt`` (written atomically after every epoch,
-``resume=True`` continues from it) and ``skipped.log`` when rows or images were left out.
+The settings are an :class:`~dinolab.text.align_config.AlignConfig` (keyword arguments of
+:func:`align` are its fields). The run folder ``out`` is a :class:`~dinolab.runtime.run_dir.RunDirectory`
+(locked, refused when it holds files unless ``force``, untouched until the start is accepted) and
+receives ``config.yaml``, the aligned model (see :mod:`dinolab.text.aligned`), ``metrics.jsonl``
+(one record per epoch: loss, lr, logit scale, and zero-shot accuracy on the pairs' own classes
+when they have them), ``checkpoint.pt`` (atomic, after every epoch and when SIGTERM / Ctrl-C stop
+the run after the current step; ``resume=True`` continues the same trajectory) and
+``skipped.log`` when rows or images were left out.
 
 Captions are augmented with word dropout (each word left out with probability
 ``word_dropout``, keeping at least one), so that short prompts such as "a circle." land near the
@@ -24,59 +25,59 @@ full captions they are part of.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import os
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError, DinolabError
-from ..io import atomic_save_text, check_writable
-from .aligned import CONFIG_FILE, AlignedModel, save_aligned, state_fingerprint
+from ..io import atomic_save_text
+from ..runtime.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
+from ..runtime.checkpoint import save_checkpoint
+from ..runtime.config_loader import check_fields, to_yaml
+from ..runtime.messages import progress, say
+from ..runtime.run_dir import RunDirectory
+from ..runtime.signals import StopSignals
+from .align_config import ALIGN_SCHEMA, CONFIG_NAME, AlignConfig
+from .align_features import FeatureSource, cached_zeroshot
+from .aligned import AlignedModel, save_aligned, state_fingerprint
 from .clip_loss import MAX_LOGIT_SCALE, clip_loss
 from .pairs import Pairs, load_pairs
 from .text_encoder import TextEncoder
 from .tokenizer import WordTokenizer
-from .vision_head import VisionHead, pooled_features
+from .vision_head import VisionHead
 
 logger = logging.getLogger("dinolab.text")
 
 SKIPPED_LOG = "skipped.log"
-_TOKEN_KEYS = ("cls", "registers", "patches")
+METRICS_NAME = "metrics.jsonl"
+_RUN_FILES = ("checkpoint.pt", "checkpoint.prev.pt", METRICS_NAME, SKIPPED_LOG)
 
 
 def align(weights_or_model: str | os.PathLike | nn.Module, pairs: str | os.PathLike | Pairs, *,
-          out: str | os.PathLike | None = None, epochs: int = 30, batch_size: int = 64, lr: float = 1e-3,
-          weight_decay: float = 1e-4, warmup_epochs: float = 1.0, embed_dim: int = 256, head_blocks: int = 0,
-          head_hidden_dim: int = 1024, text_width: int = 128, text_depth: int = 2, text_heads: int = 4,
-          causal: bool = True, word_dropout: float = 0.3, image_size: int = 224, device: str = "auto",
-          precision: str = "auto", num_workers: int = 0, seed: int = 0, copy_backbone: bool = True,
-          force: bool = False, resume: bool = False, progress: bool = True, max_bad_fraction: float = 0.1,
-          cache_limit_bytes: int = 2 << 30) -> AlignedModel:
+          out: str | os.PathLike | None = None, config: AlignConfig | None = None, force: bool = False,
+          resume: bool = False, on_step: Callable[[int, float], None] | None = None, **options: Any) -> AlignedModel:
     """Train a vision head and a text encoder on a frozen backbone; returns the :class:`AlignedModel`.
 
     Args:
         weights_or_model: backbone weights (any file :func:`dinolab.load_model` reads) or a model.
         pairs: a CSV (``image,caption``), ``builtin:shapes[...]``, or :class:`~dinolab.text.pairs.Pairs`.
         out: run folder for the aligned model, metrics and checkpoint (None: write nothing).
-        epochs, batch_size, lr, weight_decay, warmup_epochs: AdamW (betas 0.9/0.98) with linear
-            warm-up then cosine decay to ``lr/100``, one step per batch.
-        embed_dim: joint embedding dimension.
-        head_blocks, head_hidden_dim: vision head shape (see :class:`VisionHead`).
-        text_width, text_depth, text_heads, causal: text encoder shape (see :class:`TextEncoder`).
-        word_dropout: probability of leaving a caption word out during training.
-        image_size: images are resized (shorter side ``image_size*256/224``) and centre-cropped to this.
-        device, precision: see :mod:`dinolab.device`; the backbone runs under autocast, the heads in fp32.
-        num_workers: decoding processes for the one pass over the images.
-        copy_backbone: save a copy of the backbone in ``out`` (else only a reference to the weights path).
+        config: the settings (default :class:`AlignConfig`); ``options`` (its field names: ``epochs``,
+            ``batch_size``, ``lr``, ...) override them.
         force: replace an earlier run in ``out``. resume: continue the run in ``out`` from its checkpoint.
-        progress: progress bars on a terminal.
-        max_bad_fraction: stop if more than this share of the images cannot be read.
-        cache_limit_bytes: largest token cache for a head with blocks.
+        on_step: ``f(step, loss)`` after every optimizer step (instrumentation, tests).
+
+    The returned model has ``history`` (the epoch records), ``skipped`` (rows and images left out)
+    and ``stopped_by`` (``"SIGTERM"`` / ``"SIGINT"`` when a signal stopped the run, else None).
 
     Examples:
         >>> import dinolab
@@ -86,221 +87,256 @@ def align(weights_or_model: str | os.PathLike | nn.Module, pairs: str | os.PathL
         >>> m.encode_text("a red circle").shape
         torch.Size([1, 256])
     """
-    from tqdm.auto import tqdm
-
-    from ..device import resolve_device, resolve_precision
-    from ..models.weights import load_model
-    from ..train.checkpoint import load_checkpoint, save_checkpoint
-    from ..train.metrics_log import MetricsLog
-    from ..train.schedules import cosine_schedule
-
-    _check_args(epochs=epochs, batch_size=batch_size, lr=lr, embed_dim=embed_dim, image_size=image_size,
-                word_dropout=word_dropout, head_blocks=head_blocks)
-    run_dir = Path(out) if out is not None else None
-    if run_dir is not None:
-        _check_run_dir(run_dir, force=force, resume=resume)
-    elif resume:
+    cfg = resolve_config(config, options, weights_or_model, pairs)
+    if resume and force:
+        raise ConfigError("--resume continues the run in the output folder and --force replaces it; pass one")
+    if resume and out is None:
         raise ConfigError("resume=True needs the run folder: pass out=DIR")
-    if isinstance(weights_or_model, nn.Module):
-        backbone, backbone_path = weights_or_model, None
-        if not copy_backbone:
-            raise ConfigError("copy_backbone=False needs backbone weights given as a path, not a model object")
-    else:
-        backbone, backbone_path = load_model(weights_or_model), Path(weights_or_model)
-    pairs = pairs if isinstance(pairs, Pairs) else load_pairs(pairs)
+    run = None
+    if out is not None:
+        run = RunDirectory(out, files=_RUN_FILES, config_name=CONFIG_NAME, command="dinolab align",
+                           resume_marker="checkpoint.pt")
+        run.open(resume=resume, force=force)
+    try:
+        job = _prepare(weights_or_model, pairs, cfg, Path(out) if out is not None else None, resume)
+        if run is not None:
+            run.commit(to_yaml(cfg))
+    except BaseException:
+        if run is not None:
+            run.abandon()
+        raise
+    try:
+        stopped = _train(job, on_step)
+    finally:
+        if run is not None:
+            run.close()
+    return _finish(job, stopped)
 
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
+
+def resolve_config(config: AlignConfig | None, options: dict[str, Any], weights_or_model: Any,
+                   pairs: Any) -> AlignConfig:
+    """``config`` (or the defaults) with ``options`` merged and the inputs recorded; ranges checked."""
+    cfg = copy.deepcopy(config) if config is not None else AlignConfig()
+    ALIGN_SCHEMA.merge(cfg, options, where=" (keyword argument)")
+    if not isinstance(weights_or_model, nn.Module):
+        cfg.weights = str(weights_or_model)
+    cfg.pairs = pairs.source if isinstance(pairs, Pairs) else str(pairs)
+    check_fields(cfg)
+    if isinstance(weights_or_model, nn.Module) and not cfg.copy_backbone:
+        raise ConfigError("copy_backbone=False needs backbone weights given as a path, not a model object")
+    return cfg
+
+
+@dataclass
+class _Job:
+    """Everything one alignment run trains with, and where it stands."""
+
+    cfg: AlignConfig
+    run_dir: Path | None
+    backbone: nn.Module
+    backbone_path: Path | None
+    fingerprint: str
+    features: FeatureSource
+    skipped: list
+    model: AlignedModel
+    optimizer: torch.optim.Optimizer
+    word_ids: list[list[int]]
+    groups: torch.Tensor
+    steps_per_epoch: int
+    total_steps: int
+    warmup: int
+    hyper: dict[str, Any]
+    rng: random.Random
+    start_epoch: int = 0
+    step: int = 0
+    epoch_losses: list[float] = field(default_factory=list)  # of the epoch under way (a mid-epoch resume)
+    stops: StopSignals | None = None
+
+
+def _backbone(weights_or_model: str | os.PathLike | nn.Module) -> tuple[nn.Module, Path | None]:
+    from ..models.weights import load_model
+
+    if isinstance(weights_or_model, nn.Module):
+        return weights_or_model, None
+    return load_model(weights_or_model), Path(weights_or_model)
+
+
+def _prepare(weights_or_model: Any, pairs: Any, cfg: AlignConfig, run_dir: Path | None, resume: bool) -> _Job:
+    """Backbone, features, tokenizer and models (in the order that fixes the random draws), restored on resume."""
+    from ..device import resolve_device, resolve_precision
+
+    backbone, backbone_path = _backbone(weights_or_model)
+    pairs = pairs if isinstance(pairs, Pairs) else load_pairs(pairs)
+    dev = resolve_device(cfg.device)
+    prec = resolve_precision(cfg.precision, dev)
     backbone.requires_grad_(False).eval().to(dev)
     fingerprint = state_fingerprint(backbone)
-    torch.manual_seed(seed)
-    head = VisionHead(backbone.embed_dim, embed_dim, num_blocks=head_blocks, num_heads=_heads_for(backbone),
-                      hidden_dim=head_hidden_dim)
-
-    features = _FeatureSource(backbone, pairs, image_size=image_size, needs_tokens=head.needs_tokens, device=dev,
-                              precision=prec, num_workers=num_workers, progress=progress,
-                              max_bad_fraction=max_bad_fraction, cache_limit_bytes=cache_limit_bytes)
-    skipped = list(pairs.skipped) + features.bad
+    torch.manual_seed(cfg.seed)
+    head = VisionHead(backbone.embed_dim, cfg.embed_dim, num_blocks=cfg.head_blocks, num_heads=_heads_for(backbone),
+                      hidden_dim=cfg.head_hidden_dim)
+    features = FeatureSource(backbone, pairs, image_size=cfg.image_size, needs_tokens=head.needs_tokens, device=dev,
+                             precision=prec, num_workers=cfg.workers(), progress=cfg.progress,
+                             max_bad_fraction=cfg.max_bad_fraction, cache_limit_bytes=cfg.cache_limit_bytes)
     captions = [pairs.captions[i] for i in features.kept]
     if len(captions) < 2:
         raise DataError(f"{pairs.source}: only {len(captions)} usable pair(s); contrastive training needs at least 2")
-
-    state = load_checkpoint(run_dir) if resume else None
+    state = load_checkpoint(run_dir) if resume else None  # falls back to checkpoint.prev.pt, or says why not
     if state is not None and state.get("backbone_fingerprint") != fingerprint:
         raise DinolabError(f"the checkpoint in {run_dir} was trained on another backbone; resume with the same "
                            f"--weights, or start over with --force")
     tokenizer = (WordTokenizer(state["vocab"], int(state["context_length"])) if state is not None
                  else WordTokenizer.build(captions))
-    text = TextEncoder(len(tokenizer), embed_dim, context_length=tokenizer.context_length, width=text_width,
-                       depth=text_depth, num_heads=text_heads, causal=causal, eos_id=tokenizer.eos_id,
+    text = TextEncoder(len(tokenizer), cfg.embed_dim, context_length=tokenizer.context_length, width=cfg.text_width,
+                       depth=cfg.text_depth, num_heads=cfg.text_heads, causal=cfg.causal, eos_id=tokenizer.eos_id,
                        pad_id=tokenizer.pad_id)
-    model = AlignedModel(backbone, head, text, tokenizer, image_size=image_size,
+    model = AlignedModel(backbone, head, text, tokenizer, image_size=cfg.image_size,
                          backbone_fingerprint=fingerprint).to(dev)
-    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
-    word_ids = [tokenizer.token_ids(c) for c in captions]
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     caption_ids = {c: k for k, c in enumerate(dict.fromkeys(captions))}
-    groups = torch.tensor([caption_ids[c] for c in captions], device=dev)
     n = len(captions)
-    steps_per_epoch = max(1, n // batch_size) if n >= batch_size else 1
-    total_steps = epochs * steps_per_epoch
-    warmup = min(int(round(warmup_epochs * steps_per_epoch)), total_steps - 1)
-    start_epoch = 0
+    steps_per_epoch = max(1, n // cfg.batch_size) if n >= cfg.batch_size else 1
+    total_steps = cfg.epochs * steps_per_epoch
+    hyper = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                 warmup_epochs=cfg.warmup_epochs, word_dropout=cfg.word_dropout, seed=cfg.seed, pairs=pairs.source,
+                 n_pairs=n, precision=prec)
+    job = _Job(cfg=cfg, run_dir=run_dir, backbone=backbone, backbone_path=backbone_path, fingerprint=fingerprint,
+               features=features, skipped=list(pairs.skipped) + features.bad, model=model, optimizer=optimizer,
+               word_ids=[tokenizer.token_ids(c) for c in captions],
+               groups=torch.tensor([caption_ids[c] for c in captions], device=dev), steps_per_epoch=steps_per_epoch,
+               total_steps=total_steps, warmup=min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps - 1),
+               hyper=hyper, rng=random.Random(cfg.seed))
     if state is not None:
-        model.vision_head.load_state_dict(state["vision_head"])
-        model.text_encoder.load_state_dict(state["text_encoder"])
-        model.logit_scale.data.copy_(state["logit_scale"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch = int(state["epoch"])
-    metrics = MetricsLog(run_dir / "metrics.jsonl") if run_dir is not None else None
-    if metrics is not None:
-        metrics.truncate(start_epoch * steps_per_epoch)
-    eval_classes = features.classes if features.cached else None
-    hyper = dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-                 word_dropout=word_dropout, seed=seed, pairs=pairs.source, n_pairs=n, precision=prec)
+        _restore(job, state)
+    return job
 
-    rng = random.Random(seed + 7919 * start_epoch)
-    step = start_epoch * steps_per_epoch
+
+def _restore(job: _Job, state: dict[str, Any]) -> None:
+    """Continue after the checkpoint ``state`` (an epoch end, or mid-epoch after a signal)."""
+    m = job.model
+    m.vision_head.load_state_dict(state["vision_head"])
+    m.text_encoder.load_state_dict(state["text_encoder"])
+    m.logit_scale.data.copy_(state["logit_scale"])
+    job.optimizer.load_state_dict(state["optimizer"])
+    job.start_epoch, job.step = int(state["epoch"]), int(state["iteration"])
+    job.epoch_losses = [float(v) for v in state.get("epoch_losses", [])]
+    if "word_rng" in state:  # exact: the word-dropout stream where it stopped
+        version, internal, gauss = state["word_rng"]
+        job.rng.setstate((version, tuple(internal), gauss))
+        restore_rng_state(state["rng"])
+    else:  # a checkpoint of an earlier version: a fresh stream per resumed epoch
+        job.rng = random.Random(job.cfg.seed + 7919 * job.start_epoch)
+
+
+def _checkpoint(job: _Job, epochs_done: int) -> None:
+    if job.run_dir is None:
+        return
+    m, tok = job.model, job.model.tokenizer
+    version, internal, gauss = job.rng.getstate()
+    save_checkpoint(job.run_dir, {
+        "iteration": job.step, "epoch": epochs_done, "epoch_losses": list(job.epoch_losses),
+        "vision_head": m.vision_head.state_dict(), "text_encoder": m.text_encoder.state_dict(),
+        "logit_scale": m.logit_scale.detach(), "optimizer": job.optimizer.state_dict(), "vocab": tok.vocab,
+        "context_length": tok.context_length, "backbone_fingerprint": job.fingerprint, "hyper": job.hyper,
+        "word_rng": [version, list(internal), gauss], "rng": capture_rng_state()})
+
+
+def _step(job: _Job, idx: list[int]) -> float:
+    """One optimizer step on the pairs ``idx``; returns the loss."""
+    from ..runtime.schedules import cosine_schedule
+
+    cfg, model, tok = job.cfg, job.model, job.model.tokenizer
+    for g in job.optimizer.param_groups:
+        g["lr"] = cosine_schedule(job.step, cfg.lr, cfg.lr / 100, job.total_steps, job.warmup,
+                                  start_warmup_value=cfg.lr / 100)
+    ids = tok.pack([_drop_words(job.word_ids[i], cfg.word_dropout, job.rng) for i in idx],
+                   tok.context_length).to(job.groups.device)
+    img = model.vision_head.forward_pooled(job.features.pooled(idx, model.vision_head))
+    loss = clip_loss(img, model.text_encoder(ids), model.logit_scale, job.groups[idx])
+    job.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    job.optimizer.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
+    job.step += 1
+    return loss.item()
+
+
+def _epoch(job: _Job, epoch: int, on_step: Callable[[int, float], None] | None) -> bool:
+    """Train epoch ``epoch`` (from where a mid-epoch checkpoint left it); False when a signal stopped it."""
+    cfg, n = job.cfg, len(job.word_ids)
+    job.model.train()
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch)).tolist()
+    batches = [order[i:i + cfg.batch_size] for i in range(0, job.steps_per_epoch * cfg.batch_size, cfg.batch_size)]
+    done = job.step - epoch * job.steps_per_epoch  # > 0 after a mid-epoch resume
+    bar = progress(batches[done:], enabled=cfg.progress, desc=f"align epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                   leave=False)
+    for idx in bar:
+        job.epoch_losses.append(_step(job, idx))
+        if on_step is not None:
+            on_step(job.step, job.epoch_losses[-1])
+        bar.set_postfix(loss=f"{job.epoch_losses[-1]:.3f}")
+        if job.stops is not None and job.stops.reason and job.step < (epoch + 1) * job.steps_per_epoch:
+            bar.close()
+            return False
+    return True
+
+
+def _end_of_epoch(job: _Job, epoch: int, metrics: Any) -> None:
+    model = job.model
+    record: dict[str, Any] = {"step": job.step, "epoch": epoch + 1, "loss": float(np.mean(job.epoch_losses)),
+                              "lr": job.optimizer.param_groups[0]["lr"], "logit_scale": model.scale}
+    if job.features.cached and job.features.classes is not None:
+        record["zeroshot_acc"] = cached_zeroshot(model, job.features, job.features.classes)
+    job.epoch_losses = []
+    if metrics is not None:
+        metrics.write(record)
+    _checkpoint(job, epoch + 1)
+    logger.info("align epoch %d/%d: %s", epoch + 1, job.cfg.epochs, record)
+    model.history.append(record)
+
+
+def _train(job: _Job, on_step: Callable[[int, float], None] | None) -> str | None:
+    """The epochs left; returns the signal that stopped the run (a checkpoint saved), or None."""
+    from ..runtime.metrics_log import MetricsLog
+
+    metrics = MetricsLog(job.run_dir / METRICS_NAME) if job.run_dir is not None else None
+    if metrics is not None:
+        metrics.truncate(job.step)
+    job.stops = StopSignals(say=say) if job.run_dir is not None else None
     try:
-        for epoch in range(start_epoch, epochs):
-            model.train()
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
-            batches = [order[i:i + batch_size] for i in range(0, steps_per_epoch * batch_size, batch_size)]
-            losses = []
-            bar = tqdm(batches, desc=f"align epoch {epoch + 1}/{epochs}", unit="batch",
-                       disable=None if progress else True, leave=False)
-            for idx in bar:
-                for g in optimizer.param_groups:
-                    g["lr"] = cosine_schedule(step, lr, lr / 100, total_steps, warmup, start_warmup_value=lr / 100)
-                ids = tokenizer.pack([_drop_words(word_ids[i], word_dropout, rng) for i in idx],
-                                     tokenizer.context_length).to(dev)
-                img = model.vision_head.forward_pooled(features.pooled(idx, head))
-                loss = clip_loss(img, model.text_encoder(ids), model.logit_scale, groups[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    model.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
-                losses.append(loss.item())
-                step += 1
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            record: dict[str, Any] = {"step": step, "epoch": epoch + 1, "loss": float(np.mean(losses)),
-                                      "lr": optimizer.param_groups[0]["lr"], "logit_scale": model.scale}
-            if eval_classes is not None:
-                record["zeroshot_acc"] = _cached_zeroshot(model, features, eval_classes)
-            if metrics is not None:
-                metrics.write(record)
-                save_checkpoint(run_dir, {
-                    "iteration": step, "epoch": epoch + 1, "vision_head": model.vision_head.state_dict(),
-                    "text_encoder": model.text_encoder.state_dict(), "logit_scale": model.logit_scale.detach(),
-                    "optimizer": optimizer.state_dict(), "vocab": tokenizer.vocab,
-                    "context_length": tokenizer.context_length,
-                    "backbone_fingerprint": fingerprint, "hyper": hyper})
-            logger.info("align epoch %d/%d: %s", epoch + 1, epochs, record)
-            model.history.append(record)
+        with job.stops if job.stops is not None else contextlib.nullcontext():
+            for epoch in range(job.start_epoch, job.cfg.epochs):
+                if not _epoch(job, epoch, on_step):
+                    _checkpoint(job, epoch)  # mid-epoch: the partial epoch's losses go with it
+                    return job.stops.reason
+                _end_of_epoch(job, epoch, metrics)
+                if job.stops is not None and job.stops.reason and epoch + 1 < job.cfg.epochs:
+                    return job.stops.reason
     finally:
         if metrics is not None:
             metrics.close()
+    return None
+
+
+def _finish(job: _Job, stopped: str | None) -> AlignedModel:
+    model = job.model
     model.eval()
-    if state_fingerprint(backbone) != fingerprint:  # a bug, never a user error: the backbone must not move
+    if state_fingerprint(job.backbone) != job.fingerprint:  # a bug, never a user error: the backbone must not move
         raise RuntimeError("the frozen backbone changed during alignment")
-    if run_dir is not None:
-        if skipped:
-            atomic_save_text(run_dir / SKIPPED_LOG, "".join(f"{w}\t{r}\n" for w, r in skipped))
-        save_aligned(model, run_dir, backbone_path=backbone_path, copy_backbone=copy_backbone,
-                     metadata={"training": hyper})
-    model.skipped = skipped
+    if job.run_dir is not None and stopped is None:
+        if job.skipped:
+            atomic_save_text(job.run_dir / SKIPPED_LOG, "".join(f"{w}\t{r}\n" for w, r in job.skipped))
+        save_aligned(model, job.run_dir, backbone_path=job.backbone_path, copy_backbone=job.cfg.copy_backbone,
+                     metadata={"training": job.hyper})
+    if stopped:
+        say(f"stopped by {stopped} at step {job.step}; checkpoint saved. Continue with: "
+            f"dinolab align --resume --out {job.run_dir}")
+    model.skipped = job.skipped
+    model.stopped_by = stopped
     return model
 
 
 # ------------------------------------------------------------------------------------------------
-
-
-class _FeatureSource:
-    """The frozen backbone's outputs for the pairs' images, computed once (or per batch when too big).
-
-    ``kept`` lists the readable images (indices into the pairs); training indices ``idx`` refer to
-    positions in ``kept``.
-    """
-
-    def __init__(self, backbone: nn.Module, pairs: Pairs, *, image_size: int, needs_tokens: bool,
-                 device: torch.device, precision: str, num_workers: int, progress: bool, max_bad_fraction: float,
-                 cache_limit_bytes: int) -> None:
-        self.backbone, self.dataset, self.image_size = backbone, pairs.dataset, image_size
-        self.device, self.precision = device, precision
-        self.needs_tokens = needs_tokens
-        n = len(self.dataset)
-        grid = (image_size // backbone.patch_size) ** 2
-        token_bytes = n * (1 + backbone.num_register_tokens + grid) * backbone.embed_dim * 4
-        self.cached = not needs_tokens or token_bytes <= cache_limit_bytes
-        self.kept, self.bad, parts = self._scan(num_workers, progress, max_bad_fraction)
-        self.store = {k: torch.cat(v).to(device) for k, v in parts.items()} if self.cached else {}
-        labels = getattr(self.dataset, "labels", None)
-        classes = getattr(self.dataset, "classes", None)
-        self.labels = None if labels is None else torch.as_tensor(np.asarray(labels)[self.kept])
-        self.classes = list(classes) if classes is not None and labels is not None else None
-
-    def _tokens(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        from ..device import autocast
-
-        from ..eval.microbatch import in_micro_batches, micro_batch_size_for
-
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            out = in_micro_batches(self.backbone.forward_features, x, micro_batch_size_for(self.backbone, x))
-        return {k: out[k].float() for k in _TOKEN_KEYS}
-
-    def _scan(self, num_workers: int, progress: bool, max_bad_fraction: float):
-        from tqdm.auto import tqdm
-
-        from ..data import BadFileLog, make_loader
-        from ..eval.viz import normalize
-
-        loader = make_loader(self.dataset, 64, num_workers=num_workers, resize_mode="eval", load_size=self.image_size)
-        bad_log = BadFileLog(max_bad_fraction, config_key="max_bad_fraction")
-        kept, parts, seen = [], {}, 0
-        for batch in tqdm(loader, desc="backbone features", unit="batch", disable=None if progress else True):
-            bad_log.add(batch["bad"])
-            seen += len(batch["indices"]) + len(batch["bad"])
-            bad_log.check(seen, total=len(self.dataset))
-            if not len(batch["indices"]):
-                continue
-            kept += batch["indices"].tolist()
-            if not self.cached:
-                continue
-            t = self._tokens(normalize(batch["images"].to(self.device)))
-            new = t if self.needs_tokens else {"pooled": pooled_features(t["cls"], t["patches"])}
-            for k, v in new.items():
-                parts.setdefault(k, []).append(v.cpu())
-        return kept, bad_log.items, parts
-
-    def pooled(self, idx: list[int], head: VisionHead) -> torch.Tensor:
-        """``(len(idx), 2D)`` pooled features of kept images ``idx`` (through the head's blocks if any)."""
-        if not self.needs_tokens:
-            return self.store["pooled"][idx]
-        if self.cached:
-            t = {k: self.store[k][idx] for k in _TOKEN_KEYS}
-        else:
-            from ..data import resize_eval
-            from ..eval.viz import normalize
-
-            x = torch.stack([resize_eval(self.dataset.load(self.kept[i]), self.image_size) for i in idx])
-            t = self._tokens(normalize(x.to(self.device)))
-        return head.pool(t["cls"], t["registers"], t["patches"])
-
-
-def _cached_zeroshot(model: AlignedModel, features: _FeatureSource, classes: list[str]) -> float:
-    """Zero-shot accuracy on the training images' own classes, from the cached features."""
-    from .zeroshot import class_embeddings
-
-    model.eval()
-    with torch.no_grad():
-        text = class_embeddings(model, classes)
-        correct = 0
-        for start in range(0, len(features.kept), 256):
-            idx = list(range(start, min(start + 256, len(features.kept))))
-            img = model.vision_head.forward_pooled(features.pooled(idx, model.vision_head))
-            correct += int(((img @ text.T).argmax(1).cpu() == features.labels[idx]).sum())
-    model.train()
-    return correct / len(features.kept)
 
 
 def _drop_words(ids: list[int], p: float, rng: random.Random) -> list[int]:
@@ -323,33 +359,3 @@ def _param_groups(model: AlignedModel, weight_decay: float) -> list[dict[str, An
 def _heads_for(backbone: nn.Module) -> int:
     heads = getattr(backbone, "num_heads", 4)
     return heads if backbone.embed_dim % heads == 0 else 1
-
-
-def _check_run_dir(run_dir: Path, *, force: bool, resume: bool) -> None:
-    if resume:
-        if force:
-            raise ConfigError("--resume continues the run in the output folder and --force replaces it; pass one")
-        return
-    for name in (CONFIG_FILE, "checkpoint.pt"):
-        if (run_dir / name).exists() and not force:
-            check_writable(run_dir / name, force=False)  # raises, naming the file and --force
-    if force:
-        for name in ("checkpoint.pt", "checkpoint.prev.pt", "metrics.jsonl", SKIPPED_LOG):
-            try:
-                (run_dir / name).unlink()
-            except FileNotFoundError:
-                pass
-
-
-def _check_args(**values: Any) -> None:
-    for name in ("epochs", "batch_size", "embed_dim", "image_size"):
-        if values[name] < 1:
-            raise ConfigError(f"{name}={values[name]} must be at least 1")
-    if values["batch_size"] < 2:
-        raise ConfigError(f"batch_size={values['batch_size']}: contrastive training needs at least 2 pairs per batch")
-    if not values["lr"] > 0:
-        raise ConfigError(f"lr={values['lr']} must be positive")
-    if not 0 <= values["word_dropout"] < 1:
-        raise ConfigError(f"word_dropout={values['word_dropout']} must be in [0, 1)")
-    if values["head_blocks"] < 0:
-        raise ConfigError(f"head_blocks={values['head_blocks']} must be 0 or more")

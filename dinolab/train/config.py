@@ -1,4 +1,6 @@
-"""Typed training configuration: dataclass defaults, YAML files, dotted ``key=value`` overrides.
+"""The training config's schema: dataclass sections and defaults, loaded from YAML files, presets and
+dotted ``key=value`` overrides by :mod:`dinolab.runtime.config_loader`; cross-field checks are in
+:mod:`dinolab.train.validation` (:func:`validate`, re-exported here).
 
 The sections follow the DINOv2 code base (``model``, ``data``, ``crops``, ``dino``, ``ibot``,
 ``koleo``, ``gram``, ``distill``, ``teacher``, ``optim``, ``train``, ``eval``, ``monitor``). The
@@ -6,6 +8,10 @@ dataclass defaults are the official DINO v1 ViT-S/16 recipe; a YAML file (or a p
 named without ``.yaml``, see ``dinolab/configs/``) is merged over them, then the command-line
 overrides. ``dinolab train`` with no file uses the packaged ``default`` preset (a small ViT on
 ``builtin:digits``).
+
+Plugin objectives may add a section of their own (:func:`register_section`, called by
+:func:`~dinolab.train.objectives.register_objective`); loaded configs then hold it like the
+built-in ones.
 
 Errors name the key, the value and the fix:
 
@@ -24,18 +30,19 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
-import types
-import typing
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any, Literal, Sequence
 
-import yaml
-
 from ..errors import ConfigError
+from ..runtime.config_loader import ConfigSchema, bounded, device_name, parse_override, save_config
+from ..runtime.config_loader import to_dict, to_yaml
+from ..runtime.config_loader import valid_keys as _valid_keys
+from .validation import validate
+
+__all__ = ["Config", "ConfigError", "ConfigSchema", "SCHEMA", "apply_overrides", "config_from_dict", "list_presets",
+           "load_config", "merge", "parse_override", "read_yaml", "register_section", "save_config", "schema",
+           "unregister_section", "valid_keys", "validate"]
 
 PRESET_PACKAGE = "dinolab.configs"
 DEFAULT_PRESET = "default"
@@ -128,7 +135,7 @@ class KoleoConfig:
 
 @dataclass
 class GramConfig:
-    """DINOv3 Gram anchoring (see :mod:`dinolab.train.gram`); iteration counts are 0-based steps."""
+    """DINOv3 Gram anchoring (:mod:`dinolab.train.objectives.gram_anchoring`); iterations are 0-based steps."""
 
     loss_weight: float = 0.0  # > 0 enables the objective (DINOv3: 2.0)
     start_iteration: int | None = None  # weight 0 before this iteration; None: start_epoch
@@ -148,7 +155,7 @@ class GramConfig:
 
 @dataclass
 class DistillConfig:
-    """Distillation from a frozen teacher (see :mod:`dinolab.train.distill`); off while ``teacher`` is null."""
+    """Distillation from a frozen teacher (see :mod:`dinolab.train.teacher.frozen`); off while ``teacher`` is null."""
 
     teacher: str | None = None  # frozen teacher: weights load_model reads or a run directory; None: EMA teacher
     heads: Literal["auto", "file", "random"] = "auto"  # teacher heads: the source's (file) or frozen random
@@ -171,9 +178,9 @@ class TeacherConfig:
 @dataclass
 class OptimConfig:
     optimizer: Literal["adamw"] = "adamw"
-    lr: float = 0.0005  # base lr, scaled by scaling_rule with train.batch_size
+    lr: float = bounded(0.0005, ge=0)  # base lr, scaled by scaling_rule with train.batch_size
     scaling_rule: Literal["linear_wrt_256", "sqrt_wrt_1024", "none"] = "linear_wrt_256"
-    min_lr: float = 1e-6
+    min_lr: float = bounded(1e-6, ge=0)
     lr_schedule: Literal["cosine", "constant"] = "cosine"  # after warm-up; DINOv3 keeps the peak lr
     warmup_epochs: float = 10
     weight_decay: float = 0.04
@@ -193,8 +200,8 @@ class TrainConfig:
     batch_size: int = 512  # images per optimizer step, over all processes and accumulation steps
     accumulate: int = 1  # micro-batches per optimizer step
     epoch_length: int | None = None  # iterations per epoch; None: one pass over the data
-    seed: int = 0
-    device: str = "auto"
+    seed: int = bounded(0, ge=0, le=2**32 - 1)  # numpy's seed range
+    device: str = bounded("auto", check=device_name)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     checkpoint_every: int = 0  # iterations between checkpoints (0: at the end of each epoch only)
     max_nonfinite_steps: int = 20  # stop after this many non-finite steps in a row
@@ -238,467 +245,94 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict of YAML-safe values (tuples become lists)."""
-        return _plain(dataclasses.asdict(self))
+        return to_dict(self)
 
     def to_yaml(self) -> str:
         """Block-style YAML (one key per line, lists inline), readable by :func:`load_config`."""
-        return yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+        return to_yaml(self)
+
+    def section(self, name: str) -> Any:
+        """The section ``name``: a built-in one, or one a plugin objective registered (its defaults when
+        this config was built without it, e.g. ``Config()`` in code)."""
+        if hasattr(self, name):
+            return getattr(self, name)
+        if name in _SECTIONS:
+            return _SECTIONS[name]()
+        raise KeyError(f"no config section {name!r}; registered plugin sections: {', '.join(_SECTIONS) or 'none'}")
 
 
-class _Dumper(yaml.SafeDumper):
-    pass
-
-
-_Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
-
+SCHEMA = ConfigSchema(Config, PRESET_PACKAGE, DEFAULT_PRESET, command="dinolab train")
 
 # ------------------------------------------------------------------------------------------------
-# building a Config from dicts
+# sections of plugin objectives
+
+_SECTIONS: dict[str, type] = {}  # name -> dataclass, in registration order
+_schema = SCHEMA  # SCHEMA, or over a Config subclass holding the registered sections
 
 
-def _plain(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
+def register_section(name: str, section: type) -> None:
+    """Add the top-level YAML section ``name`` with dataclass schema ``section`` to every config loaded
+    afterwards (used by :func:`~dinolab.train.objectives.register_objective`): ``load_config`` then
+    merges, type-checks, range-checks (:func:`~dinolab.runtime.config_loader.bounded` fields) and saves it."""
+    if not dataclasses.is_dataclass(section):
+        raise TypeError(f"the config section {name!r} must be a dataclass, got {section!r}")
+    if name in {f.name for f in dataclasses.fields(Config)} or not name.isidentifier():
+        raise ValueError(f"{name!r} cannot name a config section: it is a built-in section or not an identifier")
+    _SECTIONS[name] = section
+    _rebuild()
 
 
-def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
-    """Every dotted key of the schema, e.g. ``optim.lr``."""
-    keys = []
-    for f in dataclasses.fields(cls):
-        name = prefix + f.name
-        sub = typing.get_type_hints(cls)[f.name]
-        keys += valid_keys(sub, name + ".") if dataclasses.is_dataclass(sub) else [name]
-    return keys
+def unregister_section(name: str) -> None:
+    """Remove a section added by :func:`register_section` (no error if there is none)."""
+    if _SECTIONS.pop(name, None) is not None:
+        _rebuild()
 
 
-def _unknown_key(key: str, where: str) -> ConfigError:
-    keys = valid_keys()
-    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
-    if not close:  # a misspelt last part in the right section, or a right name in the wrong section
-        last = key.rsplit(".", 1)[-1]
-        close = difflib.get_close_matches(last, [k.rsplit(".", 1)[-1] for k in keys], n=1, cutoff=0.6)
-        close = [k for k in keys if close and k.endswith("." + close[0])][:1]
-    hint = f"; did you mean {close[0]}?" if close else "; `dinolab train --print-config` lists every key"
-    return ConfigError(f"unknown config key {key!r}{where}{hint}")
+def _rebuild() -> None:
+    global _schema
+    if not _SECTIONS:
+        _schema = SCHEMA
+        return
+    fields = [(n, cls, field(default_factory=cls)) for n, cls in _SECTIONS.items()]
+    root = dataclasses.make_dataclass("Config", fields, bases=(Config,), namespace={"__module__": __name__})
+    _schema = dataclasses.replace(SCHEMA, root=root)
 
 
-_PLURAL = {int: "integers", float: "numbers", bool: "booleans", str: "strings"}
+def schema() -> ConfigSchema:
+    """The loader of training configs: :data:`SCHEMA` plus the sections plugin objectives registered."""
+    return _schema
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
-    if origin is tuple:
-        args = typing.get_args(tp)
-        return f"a list of {len(args)} {_PLURAL.get(args[0], str(args[0]))}"
-    if origin is list:
-        return f"a list of {_PLURAL.get(typing.get_args(tp)[0], 'values')}"
-    if origin is dict:
-        return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
-
-
-class _Mismatch(Exception):
-    pass
-
-
-def _coerce(value: Any, tp: Any) -> Any:
-    """``value`` converted to type ``tp`` (ints to floats, number strings such as ``1e-3`` to floats)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a)
-            except _Mismatch:
-                pass
-        raise _Mismatch
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise _Mismatch
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        args = typing.get_args(tp)
-        if origin is tuple:
-            if len(value) != len(args):
-                raise _Mismatch
-            return tuple(_coerce(v, a) for v, a in zip(value, args))
-        return [_coerce(v, args[0]) for v in value]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _Mismatch
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise _Mismatch
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise _Mismatch from None
-        raise _Mismatch
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise _Mismatch
-    if tp is Any:
-        return value
-    raise TypeError(f"unsupported config type {tp!r}")
-
-
-def _merge_into(obj: Any, values: dict[str, Any], prefix: str, where: str) -> None:
-    if not isinstance(values, dict):
-        raise ConfigError(f"config section {prefix.rstrip('.') or '(top level)'}{where} must be a mapping "
-                          f"of keys to values, got {values!r}")
-    hints = typing.get_type_hints(type(obj))
-    for key, value in values.items():
-        name = prefix + str(key)
-        if key not in hints:
-            while isinstance(value, dict) and len(value) == 1:  # report the whole dotted key of an override
-                key, value = next(iter(value.items()))
-                name += f".{key}"
-            raise _unknown_key(name, where)
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            _merge_into(getattr(obj, key), value if value is not None else {}, name + ".", where)
-            continue
-        try:
-            setattr(obj, key, _coerce(value, tp))
-        except _Mismatch:
-            choices = typing.get_args(tp) if typing.get_origin(tp) is Literal else ()
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{name}={value!r}{where} has the wrong type: expected {_type_name(tp)}{hint}") from None
+def valid_keys(cls: type | None = None, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema (plugin sections included), e.g. ``optim.lr``."""
+    return _valid_keys(cls or _schema.root, prefix)
 
 
 def merge(config: Config, values: dict[str, Any], where: str = "") -> Config:
     """Merge a nested dict of values into ``config`` (in place; also returned)."""
-    _merge_into(config, values or {}, "", where)
-    return config
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"optim.lr=1e-3"`` -> ``("optim.lr", 0.001)``; the value is read as a YAML scalar or list."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. optim.lr=1e-3)")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({e.problem}); quote it") from None
-    return key, value
-
-
-def _nest(key: str, value: Any) -> dict[str, Any]:
-    for part in reversed(key.split(".")):
-        value = {part: value}
-    return value
+    return _schema.merge(config, values, where)
 
 
 def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
-    for text in overrides:
-        key, value = parse_override(text)
-        merge(config, _nest(key, value), where=" (command line)")
-    return config
-
-
-# ------------------------------------------------------------------------------------------------
-# files and presets
+    return _schema.apply_overrides(config, overrides)
 
 
 def list_presets() -> list[str]:
     """Names of the packaged presets (``dinolab/configs/*.yaml``)."""
-    return sorted(p.name[:-5] for p in resources.files(PRESET_PACKAGE).iterdir() if p.name.endswith(".yaml"))
+    return _schema.list_presets()
 
 
 def read_yaml(source: str | os.PathLike) -> tuple[dict[str, Any], str]:
     """The dict in a YAML file or packaged preset, and a description of where it came from."""
-    path = Path(source)
-    if path.suffix in (".yaml", ".yml") or path.exists() or os.sep in str(source):
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; give a YAML file or one of the presets: "
-                              + ", ".join(list_presets()))
-        text, where = path.read_text(), f" (in {path})"
-    else:
-        name = str(source)
-        if name not in list_presets():
-            close = difflib.get_close_matches(name, list_presets(), n=1)
-            hint = f"did you mean {close[0]}? " if close else ""
-            raise ConfigError(f"{name!r} is neither a config file nor a preset; {hint}presets: "
-                              + ", ".join(list_presets()))
-        text, where = resources.files(PRESET_PACKAGE).joinpath(name + ".yaml").read_text(), f" (in preset {name})"
-    try:
-        values = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"cannot parse{where}: {e}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"the config{where} must be a mapping of sections, got {type(values).__name__}")
-    return values, where
+    return _schema.read_yaml(source)
 
 
 def load_config(source: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
     """Defaults, then the YAML file or preset ``source`` (None: the ``default`` preset), then ``overrides``."""
-    values, where = read_yaml(DEFAULT_PRESET if source is None else source)
-    config = merge(Config(), values, where)
-    return apply_overrides(config, overrides)
+    return _schema.load(source, overrides)
 
 
 def config_from_dict(values: dict[str, Any], where: str = "") -> Config:
     """A Config from a (possibly partial) nested dict merged over the defaults."""
-    return merge(Config(), values, where)
+    return _schema.from_dict(values, where)
 
-
-def save_config(config: Config, path: str | os.PathLike) -> None:
-    from ..io import atomic_save_text
-
-    atomic_save_text(path, config.to_yaml())
-
-
-# ------------------------------------------------------------------------------------------------
-# impossible combinations
-
-
-def _check_options(key: str, options: dict[str, Any], module: str, name: str, exclude: Sequence[str]) -> None:
-    """Keys of a free-form ``options`` mapping must be keyword arguments of ``module.name``."""
-    import importlib
-    import inspect
-
-    target = getattr(importlib.import_module(module), name)
-    allowed = [p for p in inspect.signature(target.__init__).parameters if p not in ("self", *exclude)]
-    for option in options:
-        if option in exclude:
-            raise ConfigError(f"{key}.{option} has its own key; set it there instead of in {key}")
-        if option not in allowed:
-            close = difflib.get_close_matches(option, allowed, n=1)
-            hint = f"did you mean {key}.{close[0]}? " if close else ""
-            raise ConfigError(f"unknown option {key}.{option}; {hint}{name} accepts: {', '.join(allowed)}")
-
-
-def validate(config: Config, world_size: int = 1) -> list[str]:
-    """Reject impossible settings (``ConfigError`` naming the key and the fix); return warnings."""
-    c, warnings = config, []
-
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ConfigError(message)
-
-    need(c.data.source is not None, "data.source is not set; give the training images, e.g. data.source=path/to/images "
-                                    "(a folder, a class-per-subfolder folder, a .txt list, or builtin:digits)")
-    t, cr, o, m = c.train, c.crops, c.optim, c.model
-    need(t.epochs >= 1, f"train.epochs={t.epochs} must be at least 1")
-    need(t.accumulate >= 1, f"train.accumulate={t.accumulate} must be at least 1")
-    need(t.batch_size >= world_size, f"train.batch_size={t.batch_size} is smaller than the number of processes "
-                                     f"({world_size}); every process needs at least one image: raise train.batch_size")
-    need(t.batch_size % (world_size * t.accumulate) == 0,
-         f"train.batch_size={t.batch_size} must be divisible by processes x train.accumulate "
-         f"({world_size} x {t.accumulate}); set train.batch_size to a multiple of {world_size * t.accumulate}")
-    need(t.epoch_length is None or t.epoch_length >= 1, f"train.epoch_length={t.epoch_length} must be at least 1")
-    need(t.max_nonfinite_steps >= 1, f"train.max_nonfinite_steps={t.max_nonfinite_steps} must be at least 1")
-    need(t.checkpoint_every >= 0, f"train.checkpoint_every={t.checkpoint_every} must be >= 0")
-    if t.distributed == "fsdp" and world_size > 1:
-        need(t.precision != "fp16", "train.distributed=fsdp does not support train.precision=fp16 (no sharded "
-                                    "gradient scaler); use train.precision=bf16 or fp32")
-        need(c.distill.teacher is None and c.gram.loss_weight == 0,
-             "train.distributed=fsdp does not support distill.teacher or Gram anchoring yet (their extra frozen "
-             "models are not sharded); use train.distributed=ddp")
-
-    from ..models.presets import preset_config
-
-    arch_patch = preset_config(m.arch).get("patch_size")  # also rejects an unknown arch, suggesting the closest
-    patch = m.patch_size if m.patch_size is not None else arch_patch
-    if patch is not None:
-        need(patch >= 1, f"model.patch_size={patch} must be positive")
-        for key in ("global_crops_size", "local_crops_size"):
-            size = getattr(cr, key)
-            if key == "local_crops_size" and cr.local_crops_number == 0:
-                continue
-            need(size % patch == 0 and size >= patch,
-                 f"crops.{key}={size} is not a multiple of model.patch_size={patch}; use e.g. "
-                 f"crops.{key}={max(patch, size // patch * patch)}")
-    _check_options("model.options", m.options, "dinolab.models.vit", "VisionTransformer",
-                   exclude=("patch_size", "embed_dim", "depth", "num_heads", "drop_path_rate",
-                            "drop_path_uniform"))
-    _check_options("crops.options", cr.options, "dinolab.data.multicrop", "MultiCrop",
-                   exclude=("global_size", "local_size", "n_local", "global_scale", "local_scale", "gram_size"))
-    need(cr.local_crops_number >= 0, f"crops.local_crops_number={cr.local_crops_number} must be >= 0")
-    need(cr.local_crops_number == 0 or cr.local_crops_size <= cr.global_crops_size,
-         f"crops.local_crops_size={cr.local_crops_size} is larger than crops.global_crops_size="
-         f"{cr.global_crops_size}; local crops are the small views: lower crops.local_crops_size")
-    for key in ("global_crops_scale", "local_crops_scale"):
-        lo, hi = getattr(cr, key)
-        need(0 < lo <= hi <= 1, f"crops.{key}={[lo, hi]} must satisfy 0 < min <= max <= 1")
-    if c.data.load_size is not None:
-        need(c.data.load_size >= cr.global_crops_size,
-             f"data.load_size={c.data.load_size} is smaller than crops.global_crops_size={cr.global_crops_size}: "
-             f"every crop would be cut from an image smaller than itself; raise data.load_size to at least "
-             f"{cr.global_crops_size} or leave it unset (2 x the global crop size)")
-    mp = c.data.max_pixels
-    need(mp is None or mp >= cr.global_crops_size ** 2,
-         f"data.max_pixels={mp} is smaller than one global crop (crops.global_crops_size={cr.global_crops_size}, "
-         f"{cr.global_crops_size ** 2} pixels); raise data.max_pixels or set it to null (no limit)")
-    need(c.data.max_aspect >= 1, f"data.max_aspect={c.data.max_aspect} must be at least 1 (longer side / shorter "
-                                 f"side; default 2.0)")
-    need(c.data.num_workers is None or c.data.num_workers >= 0,
-         f"data.num_workers={c.data.num_workers} must be 0 (decode in the main process) or more")
-    need(0 <= c.data.max_bad_fraction <= 1, f"data.max_bad_fraction={c.data.max_bad_fraction} must be in [0, 1]")
-    need(0 <= c.data.val_fraction < 1, f"data.val_fraction={c.data.val_fraction} must be in [0, 1)")
-
-    d = c.dino
-    need(d.out_dim >= 1, f"dino.out_dim={d.out_dim} must be positive")
-    need(d.student_temp > 0, f"dino.student_temp={d.student_temp} must be positive")
-    need(0 <= d.center_momentum < 1, f"dino.center_momentum={d.center_momentum} must be in [0, 1)")
-    need(d.head_nlayers >= 1, f"dino.head_nlayers={d.head_nlayers} must be at least 1")
-    need(d.loss_weight > 0, f"dino.loss_weight={d.loss_weight}: the DINO objective is the training signal of "
-                            f"this trainer; keep a positive weight")
-    need(c.ibot.loss_weight >= 0 and c.koleo.loss_weight >= 0, "ibot.loss_weight and koleo.loss_weight must be >= 0")
-    need(0 <= c.ibot.mask_sample_probability <= 1,
-         f"ibot.mask_sample_probability={c.ibot.mask_sample_probability} must be in [0, 1] (DINOv2: 0.5)")
-    lo, hi = c.ibot.mask_ratio_min_max
-    need(0 <= lo <= hi <= 1, f"ibot.mask_ratio_min_max={[lo, hi]} must satisfy 0 <= min <= max <= 1 (DINOv2: [0.1, 0.5])")
-    need(c.ibot.out_dim is None or c.ibot.out_dim >= 1, f"ibot.out_dim={c.ibot.out_dim} must be positive")
-    _validate_gram(c, patch, need)
-    _validate_highres(c, patch, need, warnings)
-    warnings += _validate_distill(c, need)
-
-    te = c.teacher
-    need(te.teacher_temp > 0 and te.warmup_teacher_temp > 0, "teacher.teacher_temp and teacher.warmup_teacher_temp "
-                                                             "must be positive")
-    need(0 <= te.momentum_teacher <= 1 and 0 <= te.final_momentum_teacher <= 1,
-         "teacher.momentum_teacher and teacher.final_momentum_teacher must be in [0, 1]")
-    need(te.warmup_teacher_temp_epochs >= 0, f"teacher.warmup_teacher_temp_epochs={te.warmup_teacher_temp_epochs} "
-                                             f"must be >= 0")
-    if te.warmup_teacher_temp_epochs > t.epochs:
-        warnings.append(f"teacher.warmup_teacher_temp_epochs={te.warmup_teacher_temp_epochs} is longer than "
-                        f"train.epochs={t.epochs}: the teacher temperature never reaches teacher.teacher_temp")
-    for key in ("teacher_temp", "warmup_teacher_temp"):
-        value = getattr(te, key)
-        if value > 0.1:
-            warnings.append(f"teacher.{key}={value} is above 0.1; the DINO authors found values above 0.07 "
-                            f"unstable (risk of collapse): try 0.04-0.07")
-
-    need(o.lr >= 0 and o.min_lr >= 0, "optim.lr and optim.min_lr must be >= 0")
-    need(o.warmup_epochs >= 0, f"optim.warmup_epochs={o.warmup_epochs} must be >= 0")
-    if o.warmup_epochs > t.epochs:
-        warnings.append(f"optim.warmup_epochs={o.warmup_epochs} is longer than train.epochs={t.epochs}: the "
-                        f"learning rate never reaches its peak")
-    need(o.freeze_last_layer_epochs >= 0, f"optim.freeze_last_layer_epochs={o.freeze_last_layer_epochs} must be >= 0")
-    need(o.clip_grad >= 0, f"optim.clip_grad={o.clip_grad} must be >= 0 (0 disables clipping)")
-    need(0 < o.layerwise_decay <= 1, f"optim.layerwise_decay={o.layerwise_decay} must be in (0, 1]")
-    need(o.patch_embed_lr_mult >= 0, f"optim.patch_embed_lr_mult={o.patch_embed_lr_mult} must be >= 0")
-
-    e = c.eval
-    need(e.knn_every >= -1, f"eval.knn_every={e.knn_every} must be >= -1 (-1 never, 0 only at the end)")
-    need(all(k >= 1 for k in e.knn_k) and len(e.knn_k) > 0, f"eval.knn_k={e.knn_k} must list positive integers")
-    need(e.image_size is None or patch is None or e.image_size % patch == 0,
-         f"eval.image_size={e.image_size} is not a multiple of model.patch_size={patch}")
-    need(c.monitor.collapse_patience >= 1, f"monitor.collapse_patience={c.monitor.collapse_patience} must be >= 1")
-    return warnings
-
-
-def _validate_gram(c: Config, patch: int | None, need: Any) -> None:
-    g = c.gram
-    need(g.loss_weight >= 0, f"gram.loss_weight={g.loss_weight} must be >= 0 (0 disables Gram anchoring; DINOv3: 2.0)")
-    if g.loss_weight == 0:
-        return
-    for key in ("start_iteration", "snapshot_iteration", "first_refresh", "max_refreshes", "img_size"):
-        value = getattr(g, key)
-        need(value is None or value >= 0, f"gram.{key}={value} must be >= 0 or null")
-    need(g.start_epoch >= 0 and g.warmup_iterations >= 0 and g.refresh_every >= 0,
-         f"gram.start_epoch={g.start_epoch}, gram.warmup_iterations={g.warmup_iterations} and "
-         f"gram.refresh_every={g.refresh_every} must be >= 0")
-    if g.snapshot_iteration is not None and g.start_iteration is not None:
-        need(g.snapshot_iteration <= g.start_iteration,
-             f"gram.snapshot_iteration={g.snapshot_iteration} is after gram.start_iteration={g.start_iteration}: the "
-             f"Gram teacher must exist when the loss starts; lower gram.snapshot_iteration or leave it null")
-    need(g.teacher is None or g.snapshot_iteration is None,
-         "gram.teacher (a weights file) and gram.snapshot_iteration (a copy of the EMA teacher) both choose the "
-         "initial Gram teacher; set only one")
-    need(not (g.remove_neg and g.remove_only_teacher_neg),
-         "gram.remove_neg and gram.remove_only_teacher_neg are exclusive; set at most one to true")
-    if g.img_size is not None and patch is not None:
-        need(g.img_size >= patch and g.img_size % patch == 0,
-             f"gram.img_size={g.img_size} is not a multiple of model.patch_size={patch}; use e.g. "
-             f"gram.img_size={max(patch, g.img_size // patch * patch)} (DINOv3: 2x crops.global_crops_size)")
-
-
-def _validate_highres(c: Config, patch: int | None, need: Any, warnings: list[str]) -> None:
-    h = c.crops.highres
-    if h.start_epoch is None:
-        return
-    need(h.start_epoch >= 0, f"crops.highres.start_epoch={h.start_epoch} must be >= 0 (null: no high-resolution phase)")
-    if h.start_epoch >= c.train.epochs:
-        warnings.append(f"crops.highres.start_epoch={h.start_epoch} is not before train.epochs={c.train.epochs}: the "
-                        f"high-resolution phase never starts")
-    n = len(h.probabilities)
-    need(n >= 1 and len(h.global_sizes) == n and len(h.local_sizes) == n
-         and (len(h.gram_sizes) == n or c.gram.loss_weight == 0),
-         f"crops.highres.global_sizes, local_sizes, gram_sizes and probabilities must have one entry per resolution "
-         f"(got {len(h.global_sizes)}, {len(h.local_sizes)}, {len(h.gram_sizes)} and {n})")
-    need(all(p >= 0 for p in h.probabilities) and sum(h.probabilities) > 0,
-         f"crops.highres.probabilities={h.probabilities} must be >= 0 with a positive sum")
-    for g, loc in zip(h.global_sizes, h.local_sizes):
-        need(c.crops.local_crops_number == 0 or loc <= g,
-             f"crops.highres: local size {loc} is larger than its global size {g}")
-    sizes = [("global_sizes", v) for v in h.global_sizes] + [("local_sizes", v) for v in h.local_sizes]
-    if c.gram.loss_weight > 0:
-        sizes += [("gram_sizes", v) for v in h.gram_sizes]
-    for key, v in sizes:  # not necessarily multiples (official 168 at patch 16): the patch embedding drops the rest
-        need(v >= max(1, patch or 1), f"crops.highres.{key} has {v}, smaller than one patch (model.patch_size={patch})")
-
-
-REQUIRED = "???"  # the OmegaConf/Hydra marker of a value the user must give
-
-
-def _validate_distill(c: Config, need: Any) -> list[str]:
-    d = c.distill
-    need(d.relation_loss_weight >= 0, f"distill.relation_loss_weight={d.relation_loss_weight} must be >= 0")
-    need(d.relation_temp > 0, f"distill.relation_temp={d.relation_temp} must be > 0 (e.g. 0.1)")
-    need(d.relation_queue >= 0, f"distill.relation_queue={d.relation_queue} must be >= 0 (0: no queue)")
-    if d.teacher is None:
-        need(d.relation_loss_weight == 0,
-             f"distill.relation_loss_weight={d.relation_loss_weight} needs a frozen teacher whose neighbourhoods "
-             f"to match: set distill.teacher=PATH, or distill.relation_loss_weight=0")
-        return []
-    need(d.teacher != REQUIRED,
-         "distill.teacher is required by this config: give the frozen teacher, e.g. train one first with "
-         "`dinolab train dinov2_shapes --out runs/teacher`, then add distill.teacher=runs/teacher (the run directory: "
-         "backbone and heads) or distill.teacher=runs/teacher/teacher_backbone.safetensors (backbone only); any "
-         "file dinolab.load_model reads works (e.g. dinov2_vitg14_pretrain.pth)")
-    need(c.gram.loss_weight == 0, f"gram.loss_weight={c.gram.loss_weight} with distill.teacher: Gram anchoring is "
-                                  f"not part of distillation (DINOv3 §5.2 distils without it); set gram.loss_weight=0")
-    need(d.teacher_crops_size is None or d.teacher_crops_size >= 1,
-         f"distill.teacher_crops_size={d.teacher_crops_size} must be positive or null")
-    warnings = []
-    if c.model.drop_path_rate > 0:
-        warnings.append(f"model.drop_path_rate={c.model.drop_path_rate} with distill.teacher: the DINOv2 recipe "
-                        f"distils without stochastic depth (model.drop_path_rate=0)")
-    if c.ibot.loss_weight > 0 and c.ibot.mask_sample_probability > 0:
-        warnings.append(f"ibot.mask_sample_probability={c.ibot.mask_sample_probability} with distill.teacher: the "
-                        f"DINOv2 recipe masks nothing and applies iBOT to every patch of the global crops "
-                        f"(ibot.mask_sample_probability=0)")
-    return warnings

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import Config
-from .gram import GramSchedule
+from .objectives.gram_anchoring import GramSchedule
 
 _HIGHRES_STREAM = 0x48524553  # separates the size draw from the iteration's other random streams
 
@@ -39,6 +39,18 @@ class CropSizes:
     gram_size: int | None  # None: no Gram-teacher crops
 
 
+def max_global_size(global_size: int, highres: list[tuple[int, int, int | None]]) -> int:
+    """The largest of ``global_size`` and the high-resolution phase's global sizes."""
+    return max([global_size] + [g for g, _, _ in highres])
+
+
+def largest_global_crop(config: Config) -> int:
+    """The largest global crop a run with ``config`` uses (the data loader's default load size is twice it)."""
+    h = config.crops.highres
+    return max_global_size(config.crops.global_crops_size,
+                           [] if h.start_epoch is None else [(g, 0, None) for g in h.global_sizes])
+
+
 class CropPlan:
     """The crop sizes of every iteration of a run (see the module docstring)."""
 
@@ -46,7 +58,7 @@ class CropPlan:
         cr, h = config.crops, config.crops.highres
         self.seed = config.train.seed
         self.base = CropSizes(cr.global_crops_size, cr.local_crops_size, None)
-        self.gram = GramSchedule.from_config(config, iters_per_epoch) if config.gram.loss_weight > 0 else None
+        self.gram = GramSchedule.from_config(config.gram, iters_per_epoch) if config.gram.loss_weight > 0 else None
         self.gram_size = config.gram.img_size
         self.highres_start = None if h.start_epoch is None else int(round(h.start_epoch * iters_per_epoch))
         self.highres = list(zip(h.global_sizes, h.local_sizes, h.gram_sizes or [None] * len(h.global_sizes)))
@@ -57,8 +69,7 @@ class CropPlan:
     @property
     def max_global_size(self) -> int:
         """The largest global crop of the run (the data loader's default load size follows it)."""
-        sizes = [self.base.global_size] + ([g for g, _, _ in self.highres] if self.highres_start is not None else [])
-        return max(sizes)
+        return max_global_size(self.base.global_size, self.highres if self.highres_start is not None else [])
 
     def sizes_at(self, it: int) -> CropSizes:
         gram_on = self.gram is not None and self.gram.weight_at(it) > 0

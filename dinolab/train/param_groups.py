@@ -16,6 +16,7 @@ Parameters with identical ``(lr_multiplier, wd_multiplier, is_last_layer)`` shar
 Frozen parameters (``requires_grad=False``) are left out.
 
 Examples:
+    >>> import torch
     >>> m = torch.nn.ModuleDict({"head": torch.nn.Linear(4, 2)})
     >>> [(g["wd_multiplier"], g["names"]) for g in param_groups(m)]
     [(1.0, ['head.weight']), (0.0, ['head.bias'])]

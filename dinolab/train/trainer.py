@@ -1,27 +1,22 @@
-"""Self-supervised pretraining: :class:`Trainer` and :func:`train`.
+"""Self-supervised pretraining: :class:`Trainer` (the loop and the run directory) and :func:`train`.
 
-One iteration (DINO v1 ``train_one_epoch``, in this order):
+The pieces of a run live beside this module: :mod:`.build` (student, heads, teacher strategy),
+:mod:`.data_plan` (which images each iteration reads), :mod:`.step` (one iteration: crops, forward,
+objectives, backward, optimizer step, teacher update), :mod:`.callbacks` (export, k-NN,
+checkpoint, collapse monitor) and :mod:`.teacher` / :mod:`.objectives`. The Trainer owns the run
+directory, checkpoints, resume, signals, messages and the loop that ties them together:
 
-1. set lr (every group, times its multiplier) and weight decay (decayed groups) for the iteration;
-2. for each of ``train.accumulate`` micro-batches: multi-crop on the device, forward of the
-   teacher (global crops) and the student (all crops) under autocast, objectives, backward;
-3. unscale (fp16), clip (per parameter by default), check the loss and gradients: a non-finite
-   step is skipped and counted, and ``train.max_nonfinite_steps`` in a row stop the run;
-4. drop the prototype gradients while the last layer is frozen, optimizer step, EMA of the
-   teacher, deferred objective state (the DINO center);
-5. log a line to ``metrics.jsonl``; at the end of an epoch export the teacher backbone, run the
-   k-NN evaluation (labelled data) and save ``checkpoint.pt``.
+1. each iteration: :meth:`train_step`, the objectives' scheduled events, a line in ``metrics.jsonl``
+   (non-finite steps are skipped and counted; ``train.max_nonfinite_steps`` in a row stop the run);
+2. at the end of each epoch: the callbacks (export the backbone, k-NN on labelled data, ``checkpoint.pt``).
 
 Exact resume: the data order is a permutation per pass over the data drawn from
-``(train.seed, pass)``, iteration ``i`` reads global batch ``i mod batches_per_pass`` of pass
-``i div batches_per_pass``, and every random draw of iteration ``i`` comes from generators seeded
-with ``(train.seed, i)``: crops and iBOT masks from one stream for the whole global batch, keyed on
-each image's place in it, drop-path and other in-model draws per rank, ``(train.seed, i, rank)``.
-Together with the saved model, optimizer, scaler and loss states, N iterations in one go and
-k + resume + N - k iterations give the same numbers.
+``(train.seed, pass)``, and every random draw of iteration ``i`` comes from generators seeded
+with ``(train.seed, i)`` (:mod:`.step`). Together with the saved model, optimizer, scaler and loss
+states, N iterations in one go and k + resume + N - k iterations give the same numbers.
 
 Under ``torchrun`` every rank runs this loop on its share of the global batch (see
-:mod:`.distributed`); signals and stops are agreed between ranks, rank 0 writes the run directory.
+:mod:`dinolab.runtime.distributed`); signals and stops are agreed between ranks, rank 0 writes the run directory.
 
 SIGTERM / SIGINT finish the current iteration, save a checkpoint and stop (a second Ctrl-C aborts).
 
@@ -35,14 +30,9 @@ Examples:
 
 from __future__ import annotations
 
-import copy
-import math
 import os
 import random
-import shutil
 import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,35 +43,34 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import BadFileLog, ShardedSampler, make_loader
-from ..data.badfiles import warnings_held_back
-from ..device import autocast, resolve_precision
-from ..errors import DataError, DinolabError
-from ..models import VisionTransformer, create_model
-from ..io import remove_partial_writes
-from .checkpoint import capture_rng_state, has_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
-from .fsdp import SHARD_DIR, gathered_backbone, prune_shards, save_shard
-from .config import Config, load_config, save_config, validate
-from .crop_plan import CropPlan, CropSizes
+from ..data import BadFileLog
+from ..device import resolve_precision
+from ..errors import DinolabError
+from ..runtime import distributed, signals
+from ..runtime.checkpoint import capture_rng_state, has_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
+from ..runtime.cpu_memory import keep_freed_memory
+from ..runtime.distributed import Parallel
+from ..runtime.fsdp import SHARD_DIR, gathered_backbone, prune_shards, save_shard
+from ..runtime.messages import say
+from ..runtime.metrics_log import MetricsLog
+from ..runtime.run_dir import RunDirectory
+from .build import build_models, make_multicrop, random_init_backbone
+from .callbacks import Callback, EpochEnd, default_callbacks
+from .config import Config, load_config, validate
+from .crop_plan import CropPlan, largest_global_crop
 from .data import RunData, build_run_data
-from . import distributed
-from .distributed import Parallel
-from .distill import EXPORT_FILES as DISTILL_EXPORT_FILES
-from .distill import STUDENT_EXPORT, Distillation
-from .ema import EMA
-from .metrics_log import MetricsLog
-from .cpu_memory import keep_freed_memory
-from .monitor import CollapseMonitor
-from .objectives import Objectives, StepInputs
-from .optim import apply_schedule, build_optimizer, clip_gradients, drop_last_layer_grads
-from .pretrained import load_pretrained_backbone
+from .data_plan import BAD_FILES_NAME, DataPlan
+from .evaluation import knn_accuracy
+from .objectives import Objectives
+from .optim import build_optimizer
 from .schedules import Schedules
+from .step import StepRunner
+from .teacher import STUDENT_EXPORT_FILES, EMATeacher
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.jsonl"
-TEACHER_EXPORT = "teacher_backbone.safetensors"
-_RUN_FILES = (CONFIG_NAME, METRICS_NAME, "checkpoint.pt", "checkpoint.prev.pt", TEACHER_EXPORT,
-              "teacher_backbone.json", "bad_files.log", *DISTILL_EXPORT_FILES)
+_RUN_FILES = (CONFIG_NAME, METRICS_NAME, "checkpoint.pt", "checkpoint.prev.pt", *EMATeacher.export_files,
+              BAD_FILES_NAME, *STUDENT_EXPORT_FILES)
 
 
 class TrainingDiverged(DinolabError):
@@ -108,11 +97,7 @@ def default_run_dir() -> Path:
 
 
 def _say(message: str) -> None:
-    from tqdm.auto import tqdm
-
-    if distributed.world()[1] != 0:  # one voice per run
-        return
-    tqdm.write(message, file=sys.stderr)
+    say(message)  # rank 0 only, above the progress bar (runtime/messages.py)
 
 
 class Trainer:
@@ -128,6 +113,12 @@ class Trainer:
     Attributes:
         on_loss: optional ``f(iteration, loss) -> loss`` applied to every micro-batch loss before
             backward (fault injection in tests, custom loss scaling).
+        callbacks: the :class:`~dinolab.train.callbacks.Callback` list the loop calls (set by
+            :meth:`setup`; append to it after ``setup()`` to add work at each step or epoch end).
+        After :meth:`setup`: ``student``, ``teacher`` (the models the objectives read),
+        ``teacher_strategy`` (:class:`~dinolab.train.teacher.TeacherStrategy`), ``objectives``,
+        ``optimizer``, ``schedules``, ``data`` (the images) and ``data_plan``, ``step``
+        (:class:`~dinolab.train.step.StepRunner`).
 
     Examples:
         >>> trainer = Trainer(load_config("default", ["train.epochs=1"]), "runs/demo")  # doctest: +SKIP
@@ -146,95 +137,34 @@ class Trainer:
         self.on_loss: Callable[[int, torch.Tensor], torch.Tensor] | None = None
         self._stop: str | None = None  # why the loop should stop after the current step
         self._ready = False
-        self.distill: Distillation | None = None  # distill.teacher: frozen teacher + EMA student
+        self.callbacks: list[Callback] = []
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Trainer:
         """Resume the run in ``run_dir`` with its saved config (plus ``overrides``, e.g. ``train.epochs=200``)."""
-        path = Path(run_dir) / CONFIG_NAME
-        if not path.is_file():
-            raise DinolabError(f"{run_dir} is not a run directory (no {CONFIG_NAME}); --resume takes the directory "
-                               f"of an earlier `dinolab train` run")
+        path = RunDirectory.find_resume(run_dir, CONFIG_NAME, "dinolab train")
         return cls(load_config(path, overrides), run_dir, resume=True)
 
     # ------------------------------------------------------------------------------------------
     # set-up
 
     def _prepare_run_dir(self) -> None:
-        d = self.run_dir
-        if self.rank != 0:
-            return
-        if self.resume:
-            for name in _RUN_FILES:  # what a kill -9 in the middle of a write left behind
-                remove_partial_writes(d / name)
-            if self._config_changed():
-                save_config(self.config, d / CONFIG_NAME)
-            return
-        if d.exists() and any(d.iterdir()):
-            if not self.force:
-                raise DinolabError(f"{d} already holds files; continue that run with --resume {d}, start over in it "
-                                   f"with --force, or choose another --out directory")
-            for name in _RUN_FILES:
-                (d / name).unlink(missing_ok=True)
-            shutil.rmtree(d / SHARD_DIR, ignore_errors=True)
-        d.mkdir(parents=True, exist_ok=True)
-        save_config(self.config, d / CONFIG_NAME)
+        """Check and lock the run directory; nothing in it changes before :meth:`_commit_run_dir`."""
+        self.run = RunDirectory(self.run_dir, files=_RUN_FILES, folders=(SHARD_DIR,), config_name=CONFIG_NAME,
+                                command="dinolab train", enabled=self.rank == 0)
+        self.run.open(resume=self.resume, force=self.force)
+
+    def _commit_run_dir(self) -> None:
+        """The start is accepted (config, data and checkpoint checked): write the config (if new or changed)."""
+        if self.rank == 0:
+            self.run.commit(self.config.to_yaml() if not self.resume or self._config_changed() else None)
 
     def _config_changed(self) -> bool:
         saved = load_config(self.run_dir / CONFIG_NAME)
         return saved.to_dict() != self.config.to_dict()
 
-    def _arch_kwargs(self) -> dict[str, Any]:
-        m = self.config.model
-        kwargs: dict[str, Any] = {"img_size": self.config.crops.global_crops_size,
-                                  "drop_path_rate": m.drop_path_rate, "drop_path_uniform": m.drop_path_uniform}
-        for key in ("patch_size", "embed_dim", "depth", "num_heads"):
-            if getattr(m, key) is not None:
-                kwargs[key] = getattr(m, key)
-        kwargs.update(m.options)
-        return kwargs
-
-    def build_backbone(self) -> VisionTransformer:
-        """The student backbone: random (seeded by the caller) or ``model.pretrained``."""
-        m = self.config.model
-        if m.pretrained:
-            return load_pretrained_backbone(m.pretrained, m.arch, self._arch_kwargs())
-        return create_model(m.arch, **self._arch_kwargs())
-
-    def _build_models(self) -> tuple[nn.ModuleDict, nn.ModuleDict]:
-        backbone = self.build_backbone()
-        teacher_backbone = VisionTransformer(**{**backbone.config, "drop_path_rate": 0.0})  # no stochastic depth
-        teacher_backbone.load_state_dict(backbone.state_dict())
-        heads = self.objectives.make_heads(backbone.embed_dim)
-        student = nn.ModuleDict({"backbone": backbone, **heads})
-        if self.config.distill.teacher is not None:  # the teacher is frozen weights, the EMA follows the student
-            student = student.to(self.device).train()
-            self.distill = Distillation(self.config, self.objectives, student, self.device)
-            _say(self.distill.describe())
-            return student, self.distill.teacher
-        teacher = nn.ModuleDict({"backbone": teacher_backbone, **copy.deepcopy(heads)})
-        teacher.requires_grad_(False)
-        teacher.train()  # heads as in DINO v1: BatchNorm in a head normalises with the batch's statistics
-        teacher["backbone"].eval()  # no stochastic depth, no RoPE jitter
-        return student.to(self.device).train(), teacher.to(self.device)
-
-    def _make_multicrop(self, sizes: CropSizes | None = None):
-        """The run's MultiCrop, or one at other ``sizes`` (Gram-teacher crops, high-resolution phase)."""
-        from ..data.multicrop import MultiCrop
-
-        cr = self.config.crops
-        sizes = sizes or CropSizes(cr.global_crops_size, cr.local_crops_size, None)
-        return MultiCrop(global_size=sizes.global_size, global_scale=tuple(cr.global_crops_scale),
-                         n_local=cr.local_crops_number, local_size=sizes.local_size,
-                         local_scale=tuple(cr.local_crops_scale), gram_size=sizes.gram_size, **cr.options)
-
-    def _num_workers(self) -> int:
-        n = self.config.data.num_workers
-        if n is not None:
-            return n
-        return 0 if str(self.config.data.source).startswith("builtin:") else min(8, os.cpu_count() or 1)
-
     def _setup(self) -> None:
+        """Data, models, teacher, optimizer, step and callbacks, in the order that fixes the random draws."""
         c = self.config
         self.device = distributed.train_device(c.train.device)  # cuda:LOCAL_RANK under torchrun
         self.precision = resolve_precision(c.train.precision, self.device)
@@ -242,41 +172,41 @@ class Trainer:
             keep_freed_memory()  # no page faults on each step's large buffers (cpu_memory.py)
         _seed_all(c.train.seed)
         self.data: RunData = build_run_data(c)
-        n = len(self.data.train)
-        accumulate = c.train.accumulate
-        self.micro_batch = c.train.batch_size // (self.world_size * accumulate)
-        self.batches_per_pass = (n // self.world_size) // (self.micro_batch * accumulate)
-        if self.batches_per_pass == 0:
-            raise DataError(f"{self.data.train.source} has {n} training images, fewer than train.batch_size="
-                            f"{c.train.batch_size}; lower train.batch_size (e.g. train.batch_size={max(1, n // 2)})")
-        self.iters_per_epoch = c.train.epoch_length or self.batches_per_pass
-        self.schedules = Schedules.from_config(c, self.iters_per_epoch)
+        self.data_plan = DataPlan(c, self.data, self.device, self.run_dir, largest_global_crop(c),
+                                  self.rank, self.world_size)
+        self.iters_per_epoch = ipe = self.data_plan.iters_per_epoch
+        self.schedules = Schedules.from_config(c, ipe)
         self.objectives = Objectives.from_config(c).to(self.device)
-        self.student, self.teacher = self._build_models()
+        self.student, self.teacher_strategy = build_models(c, self.objectives, self.device)
+        self.teacher = self.teacher_strategy.model
+        if self.teacher_strategy.describe():
+            _say(self.teacher_strategy.describe())
         self.parallel = Parallel(c.train.distributed, self.device)
         # the module that computes the loss: DDP / FSDP around the student (FSDP shards both models in place)
         self.step_module = self.parallel.wrap(self.student, self.objectives, self.teacher)
+        self.teacher_strategy.on_wrapped()
         self._saved_step: int | None = None  # iteration of the last checkpoint written or read
-        self.objectives.setup(self.student, self.teacher, self.iters_per_epoch)  # e.g. the Gram teacher
-        self.ema = self.distill.ema if self.distill is not None else EMA(self.student, self.teacher)
+        self.objectives.setup(self.student, self.teacher, ipe)  # e.g. the Gram teacher
         self.optimizer = build_optimizer(self.student, c)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
-        self.multicrop = self._make_multicrop()
-        self.crop_plan = CropPlan(c, self.iters_per_epoch)
-        self.generator = torch.Generator()  # crops; reseeded every iteration
-        self.sampler = ShardedSampler(n, shuffle=True, seed=c.train.seed, drop_last=True,
-                                      rank=self.rank, world_size=self.world_size)
-        load_size = c.data.load_size or 2 * self.crop_plan.max_global_size
-        self.loader = make_loader(self.data.train, self.micro_batch, drop_last=True, num_workers=self._num_workers(),
-                                  resize_mode="train", load_size=load_size, max_aspect=c.data.max_aspect,
-                                  sampler=self.sampler, pin_memory=self.device.type == "cuda")
-        self.bad_files = BadFileLog(c.data.max_bad_fraction, self.run_dir / "bad_files.log")
-        self.eval_bad_files: dict[str, str] = {}  # unreadable files met by the k-NN evaluation (both splits)
-        self.monitor = CollapseMonitor(c.dino.out_dim, c.monitor.collapse_patience, c.monitor.uniform_entropy_ratio,
-                                       c.monitor.min_prototype_perplexity, distillation=bool(c.distill.teacher))
+        self.step = StepRunner(c, device=self.device, precision=self.precision, rank=self.rank,
+                               schedules=self.schedules, optimizer=self.optimizer, scaler=self.scaler,
+                               parallel=self.parallel, step_module=self.step_module, objectives=self.objectives,
+                               teacher=self.teacher_strategy, data=self.data_plan, crop_plan=CropPlan(c, ipe),
+                               multicrop=make_multicrop(c), make_multicrop=lambda sizes: make_multicrop(c, sizes))
         self.metrics = MetricsLog(self.run_dir / METRICS_NAME, enabled=self.rank == 0)
+        self.callbacks = default_callbacks(self)
         self.nonfinite_streak = 0
         self.last_knn: dict[int, float] | None = None
+
+    @property
+    def multicrop(self) -> Any:
+        """The run's :class:`~dinolab.data.MultiCrop` (settable: benchmarks fix the crops)."""
+        return self.step.multicrop
+
+    @multicrop.setter
+    def multicrop(self, value: Any) -> None:
+        self.step.multicrop = value
 
     # ------------------------------------------------------------------------------------------
     # state
@@ -287,15 +217,13 @@ class Trainer:
             "iteration": iteration,
             "epoch": iteration // self.iters_per_epoch,
             "student": self.student.state_dict(),
-            "teacher": self.teacher.state_dict() if self.distill is None else None,  # a frozen teacher is re-read
-            "distill": self.distill.state_dict() if self.distill is not None else None,
+            **self.teacher_strategy.state_dict(),  # "teacher", "distill" (a frozen teacher is re-read)
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "objectives": self.objectives.state_dict(),
-            "rng": capture_rng_state({"multicrop": self.generator}),
-            "data": {"seed": self.config.train.seed, "batches_per_pass": self.batches_per_pass,
-                     "pass": iteration // self.batches_per_pass, "batch": iteration % self.batches_per_pass},
-            "bad_files": [list(item) for item in self.bad_files.items],
+            "rng": capture_rng_state({"multicrop": self.step.generator}),
+            "data": self.data_plan.position(iteration),
+            "bad_files": [list(item) for item in self.data_plan.bad_files.items],
             "nonfinite_streak": self.nonfinite_streak,
             "knn": {str(k): v for k, v in self.last_knn.items()} if self.last_knn else None,
             "config": self.config.to_dict(),
@@ -307,19 +235,13 @@ class Trainer:
                                                self.optimizer)  # shards, or full tensors for a sharded model
         self._saved_step = int(state["iteration"])
         data = state.get("data", {})
-        if data.get("batches_per_pass") not in (None, self.batches_per_pass):
+        if data.get("batches_per_pass") not in (None, self.data_plan.batches_per_pass):
             raise DinolabError(f"the data of {self.run_dir} changed since the checkpoint ({data['batches_per_pass']} "
-                               f"batches per pass then, {self.batches_per_pass} now); resume with the same data.source "
+                               f"batches per pass then, {self.data_plan.batches_per_pass} now); resume with the same data.source "
                                f"and train.batch_size, or start a new run")
         try:
             self.student.load_state_dict(state["student"])
-            if self.distill is not None:
-                self.distill.load_state_dict(state.get("distill"), self.run_dir)
-            elif state.get("distill"):
-                raise DinolabError(f"the checkpoint in {self.run_dir} is from a distillation run but the config sets "
-                                   f"no distill.teacher; resume with the run's own config.yaml")
-            else:
-                self.teacher.load_state_dict(state["teacher"])
+            self.teacher_strategy.load_state_dict(state, self.run_dir)
             self.objectives.load_state_dict(state["objectives"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
@@ -327,8 +249,8 @@ class Trainer:
                                f"{str(e).splitlines()[0]}; resume with the run's own config.yaml") from None
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"], {"multicrop": self.generator})
-        self.bad_files.add(tuple(item) for item in state.get("bad_files", []))
+        restore_rng_state(state["rng"], {"multicrop": self.step.generator})
+        self.data_plan.bad_files.add(tuple(item) for item in state.get("bad_files", []))
         self.nonfinite_streak = int(state.get("nonfinite_streak", 0))
         knn = state.get("knn")
         self.last_knn = {int(k): float(v) for k, v in knn.items()} if knn else None
@@ -343,155 +265,31 @@ class Trainer:
             distributed.barrier()  # checkpoint.pt may only name a complete set of shards
         if self.rank == 0:
             save_checkpoint(self.run_dir, state)
-            self._write_bad_files()
+            self.data_plan.write_bad_files()
             if sharded:  # keep the shards of checkpoint.pt and checkpoint.prev.pt
                 prune_shards(self.run_dir, {iteration, self._saved_step if self._saved_step is not None else iteration})
         self._saved_step = iteration
         distributed.barrier()
 
-    def bad_file_report(self) -> BadFileLog:
-        """Every unreadable file met so far, by training steps or the k-NN evaluation."""
-        report = BadFileLog(log_path=self.bad_files.log_path)
-        report.add(self.bad_files.items)
-        report.add(self.eval_bad_files.items())
-        return report
-
-    def _write_bad_files(self) -> None:
-        report = self.bad_file_report()
-        if report.count and self.rank == 0:
-            report.write()
-
     # ------------------------------------------------------------------------------------------
-    # one iteration
-
-    def _seed_iteration(self, it: int) -> None:
-        s = np.random.SeedSequence([self.config.train.seed, it, self.rank]).generate_state(2)
-        torch.manual_seed(int(s[0]))
-        random.seed(int(s[0]))
-        np.random.seed(int(s[1]))
-        # crops and masks: one stream for the whole global batch (the same on every rank and micro-batch),
-        # keyed on each image's position in it, so they do not depend on the number of processes
-        self._data_seed = int(np.random.SeedSequence([self.config.train.seed, it, 0]).generate_state(2)[1])
-        self.generator.manual_seed(self._data_seed)
+    # the pieces the loop calls (kept here as the names tests and benchmarks use)
 
     def batches(self, start: int) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-        """``(iteration, micro-batches)`` from iteration ``start`` on, pass after pass over the data."""
-        accumulate, it = self.config.train.accumulate, start
-        while True:
-            data_pass, offset = divmod(it, self.batches_per_pass)
-            self.sampler.set_epoch(data_pass)
-            self.sampler.skip(offset * self.micro_batch * accumulate)
-            share = self.sampler.shard()  # this rank's images of the pass: slot k is global-batch position
-            slot = np.zeros(len(self.data.train), dtype=np.int64)  # (k mod per-rank step) x world + rank
-            slot[share] = np.arange(len(share)) % (self.micro_batch * accumulate) * self.world_size + self.rank
-            group: list[dict[str, Any]] = []
-            for batch in self.loader:
-                batch["positions"] = torch.from_numpy(slot[batch["indices"].numpy()])
-                group.append(batch)
-                if len(group) == accumulate:
-                    yield it, group
-                    group, it = [], it + 1
-
-    def _check_bad_files(self, bad: list[tuple[str, str]], it: int) -> None:
-        """``bad``: the unreadable files of iteration ``it`` on every rank (judged against the global count)."""
-        self.bad_files.add(bad)
-        if bad or self.bad_files.count:
-            n = len(self.data.train)
-            seen = min(n, (it + 1) * self.config.train.batch_size)
-            try:
-                self.bad_files.check(seen, total=n)
-            except DataError:
-                self._write_bad_files()  # the message points at the log
-                raise
+        """``(iteration, micro-batches)`` from iteration ``start`` on (:meth:`DataPlan.batches`)."""
+        return self.data_plan.batches(start)
 
     def train_step(self, it: int, micro_batches: list[dict[str, Any]]) -> dict[str, Any]:
         """Run iteration ``it`` on its micro-batches; returns the metrics record (``skipped`` set if no step)."""
-        c, dev = self.config, self.device
-        values = self.schedules.at(it)
-        apply_schedule(self.optimizer, values["lr"], values["wd"])
-        self._seed_iteration(it)
-        self.optimizer.zero_grad(set_to_none=True)
-        record: dict[str, Any] = {"step": it + 1, "epoch": it // self.iters_per_epoch,
-                                  **{k: v for k, v in values.items() if k != "freeze_last_layer"}}
-        sums: dict[str, torch.Tensor] = {}
-        n_micro = n_images = 0
-        run, bad = self.parallel.plan(micro_batches)  # the same micro-batches on every rank
-        self._check_bad_files(bad, it)
-        for m in run:
-            batch = micro_batches[m]
-            self.generator.manual_seed(self._data_seed)
-            images = batch["images"].to(dev, non_blocking=True)
-            multicrop = self.crop_plan.multicrop_at(it, self.multicrop, self._make_multicrop)
-            crops = multicrop(images, batch["sizes"].to(dev), self.generator, batch["positions"], c.train.batch_size)
-            local = crops.local_crops if c.crops.local_crops_number > 0 else None
-            inputs = StepInputs(crops.global_crops, local, batch=len(images), n_global=2,
-                                teacher_temp=values["teacher_temp"], iteration=it, gram_crops=crops.gram_crops,
-                                positions=batch["positions"], batch_total=c.train.batch_size)
-            with self.parallel.sync(m == run[-1]):  # gradients are reduced over ranks once, after the last
-                with autocast(dev, self.precision):
-                    loss, stats = self.step_module(inputs, self.generator)
-                if self.on_loss is not None:
-                    loss = self.on_loss(it, loss)
-                    stats["loss"] = loss.detach()
-                scaled = loss / c.train.accumulate
-                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v.detach().float()
-            n_micro, n_images = n_micro + 1, n_images + len(images)
-        if n_micro == 0:
-            self.objectives.discard()
-            return {**record, "skipped": "no readable image in the batch"}
-        record.update(self.parallel.mean({**{k: float(v) / n_micro for k, v in sums.items()}, "images": n_images},
-                                         sums=("images",)))  # averages over ranks, images summed
-        record["images"] = int(record["images"])
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        grad_norm = float(clip_gradients(params, c.optim.clip_grad, c.optim.clip_mode))
-        record["grad_norm"] = grad_norm
-        if not (math.isfinite(record["loss"]) and math.isfinite(grad_norm)):
-            if self.scaler is not None:
-                self.scaler.update()  # lowers the fp16 loss scale
-            self.optimizer.zero_grad(set_to_none=True)
-            self.objectives.discard()
-            kind = "non-finite loss" if not math.isfinite(record["loss"]) else "non-finite gradients"
-            return {**record, "skipped": kind}
-        if values["freeze_last_layer"]:
-            drop_last_layer_grads(self.optimizer)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.ema.update(values["momentum"])
-        self.objectives.commit()
-        return record
-
-    # ------------------------------------------------------------------------------------------
-    # evaluation and export
+        return self.step.run(it, micro_batches, self.on_loss)
 
     def knn(self, backbone: nn.Module) -> dict[int, float]:
         """Top-1 k-NN accuracy per k of ``backbone`` (train split as memory, held-out split as queries)."""
-        from ..eval.features import embed
-        from ..eval.knn import knn_classify
-
-        e = self.config.eval
-        kw = dict(batch_size=e.batch_size, image_size=e.image_size or self.config.crops.global_crops_size,
-                  preprocess=self.preprocess(), device=self.device, precision=self.precision,
-                  num_workers=self._num_workers(), progress=False)
-        with warnings_held_back():  # named in the run's bad_files.log and its final summary
-            memory, queries = embed(backbone, self.data.train, **kw), embed(backbone, self.data.val, **kw)
-        self.eval_bad_files.update(memory.bad + queries.bad)
-        res = knn_classify(memory.cls, memory.labels, queries.cls, queries.labels, k=e.knn_k,
-                           temperature=e.knn_temperature, classes=memory.classes)
-        return {k: float(r["top1"]) for k, r in res.items()}
+        return knn_accuracy(backbone, self.data, self.config, self.device, self.precision, self.data_plan.eval_bad_files,
+                            preprocess=self.preprocess())
 
     def knn_random_init(self) -> dict[int, float]:
         """k-NN of the same architecture at its (seeded) random initialisation: the baseline to beat."""
-        torch.manual_seed(self.config.train.seed)
-        m = self.config.model
-        model = create_model(m.arch, **{**self._arch_kwargs(), "drop_path_rate": 0.0})
-        return self.knn(model.to(self.device))
+        return self.knn(random_init_backbone(self.config).to(self.device))
 
     def preprocess(self):
         """How the exported backbone sees: the global crop size and the training normalisation."""
@@ -499,40 +297,27 @@ class Trainer:
 
         return Preprocess(self.config.crops.global_crops_size, mean=self.multicrop.mean, std=self.multicrop.std)
 
-    def export_teacher(self, iteration: int, backbone: nn.Module | None = None) -> Path:
-        from ..models.weights import save_model
-
-        return save_model(backbone or self.teacher["backbone"], self.run_dir / TEACHER_EXPORT, overwrite=True,
-                          preprocess=self.preprocess(),
-                          metadata={"iteration": iteration, "epoch": iteration // self.iters_per_epoch,
-                                    "source": "dinolab train (EMA teacher backbone)"})
-
     def eval_backbone(self) -> nn.Module:
         """The backbone to use and evaluate: the EMA teacher, or the EMA student when distilling."""
-        return self.distill.student_ema if self.distill is not None else self.teacher["backbone"]
+        return self.teacher_strategy.eval_backbone()
 
     def export(self, iteration: int, backbone: nn.Module | None = None) -> Path:
         """Write :meth:`eval_backbone` (or ``backbone``, its gathered copy under FSDP) to the run directory
         (``teacher_backbone`` / ``student_ema_backbone``)."""
-        if self.distill is not None:
-            return self.distill.export(self.run_dir, iteration, iteration // self.iters_per_epoch, self.preprocess())
-        return self.export_teacher(iteration, backbone)
+        return self.teacher_strategy.export(self.run_dir, iteration, iteration // self.iters_per_epoch, backbone,
+                                            self.preprocess())
+
+    def bad_file_report(self) -> BadFileLog:
+        """Every unreadable file met so far, by training steps or the k-NN evaluation."""
+        return self.data_plan.bad_file_report()
 
     def _end_of_epoch(self, done: int, last: bool) -> None:
-        epoch = done // self.iters_per_epoch
         backbone = self.eval_backbone()
         if self.parallel.sharded:  # a full copy on rank 0 (every rank takes part in gathering it)
             backbone = gathered_backbone(backbone, self.device)
-        if self.rank == 0:
-            self.export(done, backbone)
-        every = self.config.eval.knn_every
-        if self.data.has_knn and self.rank == 0 and ((every > 0 and epoch % every == 0) or (last and every >= 0)):
-            self.last_knn = self.knn(backbone)
-            self.metrics.write({"step": done, "epoch": epoch - 1,
-                                **{f"knn_top1@{k}": v for k, v in self.last_knn.items()}})
-            _say(f"epoch {epoch}/{self.config.train.epochs}: k-NN top-1 "
-                 + ", ".join(f"{v:.1%} (k={k})" for k, v in self.last_knn.items()))
-        self.save(done)
+        end = EpochEnd(done=done, epoch=done // self.iters_per_epoch, last=last, backbone=backbone)
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, end)
 
     # ------------------------------------------------------------------------------------------
     # the loop
@@ -541,7 +326,7 @@ class Trainer:
         """Finish the current step, save a checkpoint and return from :meth:`fit` (``stopped_by=reason``)."""
         self._stop = reason
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
+    def _on_signal(self, signum: int, frame: Any) -> None:  # only in this process, not in loader workers
         if self._stop is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.request_stop(signal.Signals(signum).name)
@@ -549,9 +334,7 @@ class Trainer:
              f"(press Ctrl-C again to abort without saving)")
 
     def _install_signal_handlers(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        return {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        return signals.install(self._on_signal)
 
     def _log_step(self, record: dict[str, Any], bar: Any) -> None:
         self.metrics.write(record)
@@ -568,11 +351,8 @@ class Trainer:
                     f"Raise train.max_nonfinite_steps to tolerate more")
             return
         self.nonfinite_streak = 0
-        if "teacher_entropy" in record:
-            alarm = self.monitor.update(record["teacher_entropy"], record["kl_uniform"])
-            if alarm:
-                _say(f"warning: step {record['step']}: {alarm}")
-                self.metrics.write({"step": record["step"], "warning": alarm})
+        for callback in self.callbacks:
+            callback.on_step(self, record)
         bar.set_postfix(epoch=record["epoch"], loss=f"{record['loss']:.3f}",
                         img_s=f"{record['images_per_s']:.0f}", refresh=False)
 
@@ -583,17 +363,30 @@ class Trainer:
         for w in self.warnings:
             _say(f"warning: {w}")
         self._prepare_run_dir()
-        self._setup()
-        self._start = 0
-        if self.resume and not has_checkpoint(self.run_dir):  # stopped (kill -9) before its first checkpoint
-            self.metrics.truncate(0)
-            _say(f"{self.run_dir} has no checkpoint yet (the run stopped before saving one): starting at step 0")
-        elif self.resume:
-            self._start = self.load_state_dict(load_checkpoint(self.run_dir))
+        try:
+            self._setup()
+            self._start = 0
+            state = load_checkpoint(self.run_dir) if self.resume and has_checkpoint(self.run_dir) else None
+            if state is not None:
+                self._start = self.load_state_dict(state)  # may refuse: the run directory is still untouched
+            self._commit_run_dir()
+        except BaseException:
+            self.run.abandon()
+            raise
+        total = self.schedules.total_iters
+        if self.resume:
             self.metrics.truncate(self._start)
-            _say(f"resuming {self.run_dir} at step {self._start} (epoch {self._start // self.iters_per_epoch + 1})")
+        if self.resume and state is None:  # stopped (kill -9) before its first checkpoint
+            _say(f"{self.run_dir} has no checkpoint yet (the run stopped before saving one): starting at step 0")
+        elif self.resume and self._start < total:
+            _say(f"resuming {self.run_dir} at step {self._start} (epoch {self._start // self.iters_per_epoch + 1}"
+                 f"/{self.config.train.epochs})")
         self._ready = True
         return self._start
+
+    def say(self, message: str) -> None:
+        """A message to the user (rank 0 only; above the progress bar)."""
+        _say(message)
 
     def _memory_record(self) -> dict[str, Any]:
         """Peak memory of this process (``peak_mem_mb``: the largest over ranks, and each rank's)."""
@@ -609,6 +402,8 @@ class Trainer:
         try:
             return self._fit()
         finally:
+            if self._ready:
+                self.run.close()  # the run's lock
             if self._owns_group:
                 distributed.destroy()
                 self._owns_group = False
@@ -655,6 +450,11 @@ class Trainer:
             self.metrics.close()
             for s, h in old_handlers.items():
                 signal.signal(s, h)
+        return self._finish(start, done, last_record, t_start)
+
+    def _finish(self, start: int, done: int, last_record: dict[str, Any], t_start: float) -> TrainResult:
+        """The closing messages (stop, final k-NN against random initialisation, bad files) and the result."""
+        total = self.schedules.total_iters
         stopped = self._stop if done < total else None
         knn_random = None
         if stopped:
@@ -672,7 +472,7 @@ class Trainer:
         return TrainResult(run_dir=self.run_dir, iterations=done, epochs=done / self.iters_per_epoch,
                            loss=last_record.get("loss"), knn=self.last_knn, knn_random_init=knn_random,
                            stopped_by=stopped, wall_time=time.perf_counter() - t_start,
-                           exported=self.run_dir / (STUDENT_EXPORT if self.distill is not None else TEACHER_EXPORT))
+                           exported=self.run_dir / self.teacher_strategy.export_name)
 
 
 _STOPS = (None, "request", "SIGINT", "SIGTERM")  # stop reasons, by precedence when ranks disagree

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dinolab.errors import DinolabError
-from dinolab.train import checkpoint as ckpt
+from dinolab.runtime import checkpoint as ckpt
 
 
 def test_save_keeps_the_previous_checkpoint(tmp_path):

@@ -10,8 +10,10 @@ from dinolab.train.config import TrainConfig
 # (the first ones may still grow the heap, as small allocations in between split the freed block).
 PROBE = """
 import resource, sys, torch
+import dinolab.train  # as in training: the trainer's modules are loaded before the settings apply (with only
+# dinolab.runtime loaded, the heap's layout made the freed block unreusable in about half the runs)
 if sys.argv[1] == "keep":
-    from dinolab.train.cpu_memory import keep_freed_memory
+    from dinolab.runtime.cpu_memory import keep_freed_memory
     assert keep_freed_memory()
 def step():
     torch.ones(64 * 2**20)  # 256 MiB of float32, written then freed

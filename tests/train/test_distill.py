@@ -15,12 +15,12 @@ from dinolab import cli
 from dinolab.errors import ConfigError, DinolabError, WeightsError
 from dinolab.models import DINOHead, create_model
 from dinolab.models.weights import save_model
-from dinolab.train.checkpoint import load_checkpoint
+from dinolab.runtime.checkpoint import load_checkpoint
 from dinolab.train.config import validate
-from dinolab.train.distill import ResizedInput
-from dinolab.train.metrics_log import read_metrics
+from dinolab.runtime.metrics_log import read_metrics
+from dinolab.train.teacher.frozen import ResizedInput
 from dinolab.train.objectives import Forward, StepInputs
-from dinolab.train.teacher_source import head_from_state, split_heads
+from dinolab.train.teacher.source import head_from_state, split_heads
 from dinolab.train.trainer import Trainer
 
 # the student: width 32, 2 blocks (conftest); the teacher: width 48, 3 blocks, 3 heads
@@ -118,7 +118,7 @@ def test_heads_of_an_official_training_checkpoint_are_used_frozen(tiny, official
     path, head = official_checkpoint
     trainer = Trainer(_distill(tiny, path), tmp_path)
     trainer.setup()
-    assert trainer.distill.heads_origin == "file" and trainer.teacher["backbone"].embed_dim == 64
+    assert trainer.teacher_strategy.heads_origin == "file" and trainer.teacher["backbone"].embed_dim == 64
     x = torch.randn(3, 64)
     torch.testing.assert_close(trainer.teacher["dino_head"](x), head.eval()(x), rtol=0, atol=0)
 
@@ -156,7 +156,7 @@ def test_a_run_directory_gives_backbone_and_heads_of_its_checkpoint(tiny, teache
     trainer = Trainer(_distill(tiny, teacher_run, "ibot.separate_head=true"), tmp_path)
     trainer.setup()
     saved = load_checkpoint(teacher_run)["teacher"]
-    assert trainer.distill.heads_origin == "file"
+    assert trainer.teacher_strategy.heads_origin == "file"
     for name, tensor in trainer.teacher.state_dict().items():
         torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0)
     assert set(trainer.teacher.state_dict()) == set(saved)
@@ -165,7 +165,7 @@ def test_a_run_directory_gives_backbone_and_heads_of_its_checkpoint(tiny, teache
 def test_backbone_only_sources_get_frozen_random_heads_independent_of_the_student_init(tiny, teacher_file, tmp_path):
     a = Trainer(_distill(tiny, teacher_file), tmp_path / "a")
     a.setup()
-    assert a.distill.heads_origin == "random"
+    assert a.teacher_strategy.heads_origin == "random"
     assert a.teacher["dino_head"].mlp[0].weight.shape == (32, 48)  # teacher width in, config widths
     b = Trainer(tiny(*STUDENT), tmp_path / "b")
     b.setup()  # the same seed without distillation: the student starts identical
@@ -185,23 +185,23 @@ def test_teacher_stays_bit_identical_and_the_exported_model_is_the_student_ema(t
     assert not any(p.requires_grad for p in trainer.teacher.parameters()) and not trainer.teacher.training
     optimized = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
     assert not optimized & {id(p) for p in trainer.teacher.parameters()}
-    assert not optimized & {id(p) for p in trainer.distill.student_ema.parameters()}
+    assert not optimized & {id(p) for p in trainer.teacher_strategy.student_ema.parameters()}
 
     batches = trainer.batches(0)
     it, micro = next(batches)
-    ema0 = {k: v.clone() for k, v in trainer.distill.student_ema.named_parameters()}
+    ema0 = {k: v.clone() for k, v in trainer.teacher_strategy.student_ema.named_parameters()}
     record = trainer.train_step(it, micro)
     assert "skipped" not in record and record["ibot_masked_share"] == 1.0
     m = trainer.schedules.at(it)["momentum"]
     student = dict(trainer.student["backbone"].named_parameters())
-    for name, p in trainer.distill.student_ema.named_parameters():  # EMA: m * previous + (1 - m) * student
+    for name, p in trainer.teacher_strategy.student_ema.named_parameters():  # EMA: m * previous + (1 - m) * student
         torch.testing.assert_close(p, m * ema0[name] + (1 - m) * student[name], rtol=1e-6, atol=1e-7)
     result = trainer.fit()
     assert result.iterations == 3 and result.exported == tmp_path / "student_ema_backbone.safetensors"
     for name, tensor in trainer.teacher.state_dict().items():
         assert torch.equal(tensor, teacher0[name]), name
     exported = dinolab.load_model(result.exported)
-    ema = trainer.distill.student_ema.state_dict()
+    ema = trainer.teacher_strategy.student_ema.state_dict()
     for name, tensor in exported.state_dict().items():
         assert torch.equal(tensor, ema[name]), name
     raw = trainer.student["backbone"].state_dict()
@@ -217,7 +217,7 @@ def test_knn_evaluates_the_student_ema(tiny, teacher_file, tmp_path):
     knn = trainer.knn
     trainer.knn = lambda backbone: seen.append(backbone) or knn(backbone)
     trainer.fit()
-    assert seen and seen[0] is trainer.distill.student_ema
+    assert seen and seen[0] is trainer.teacher_strategy.student_ema
 
 
 def test_ibot_in_distillation_is_the_mean_cross_entropy_over_every_token(tiny, teacher_file):

@@ -22,9 +22,9 @@ import torch.multiprocessing as mp
 
 from dinolab.data.masking import sample_ibot_masks, sample_ibot_masks_at
 from dinolab.data.multicrop import MultiCrop
-from dinolab.train.checkpoint import load_checkpoint
-from dinolab.train.fsdp import _chunk_rows, consolidate
-from dinolab.train.metrics_log import read_metrics
+from dinolab.runtime.checkpoint import load_checkpoint
+from dinolab.runtime.fsdp import _chunk_rows, consolidate
+from dinolab.runtime.metrics_log import read_metrics
 from dinolab.train.trainer import Trainer
 
 from .conftest import TINY

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from dinolab.train.ema import EMA
+from dinolab.train.teacher.ema import EMA
 
 
 class Toy(nn.Module):

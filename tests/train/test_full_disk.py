@@ -8,9 +8,9 @@ import errno
 import pytest
 
 from dinolab.errors import DinolabError
-from dinolab.train import metrics_log
-from dinolab.train.checkpoint import load_checkpoint
-from dinolab.train.metrics_log import read_metrics
+from dinolab.runtime import metrics_log
+from dinolab.runtime.checkpoint import load_checkpoint
+from dinolab.runtime.metrics_log import read_metrics
 from dinolab.train.trainer import Trainer
 
 CONFIG = ("train.epochs=2", "train.epoch_length=3", "train.checkpoint_every=1")

@@ -14,10 +14,10 @@ from torch import nn
 
 from dinolab.errors import ConfigError
 from dinolab.models import create_model
-from dinolab.train.checkpoint import load_checkpoint
+from dinolab.runtime.checkpoint import load_checkpoint
 from dinolab.train.config import validate
-from dinolab.train.gram import GramSchedule
-from dinolab.train.metrics_log import read_metrics
+from dinolab.runtime.metrics_log import read_metrics
+from dinolab.train.objectives.gram_anchoring import GramSchedule
 from dinolab.train.objectives import Objectives, StepInputs
 from dinolab.train.trainer import Trainer
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dinolab.train.checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint
-from dinolab.train.metrics_log import read_metrics
+from dinolab.runtime.checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint
+from dinolab.runtime.metrics_log import read_metrics
 
 from .conftest import TINY
 

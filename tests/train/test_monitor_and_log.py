@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from dinolab.train.metrics_log import MetricsLog, read_metrics
+from dinolab.runtime.metrics_log import MetricsLog, read_metrics
 from dinolab.train.monitor import CollapseMonitor
 
 

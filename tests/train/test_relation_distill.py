@@ -12,11 +12,12 @@ import torch
 from dinolab.errors import ConfigError
 from dinolab.models import create_model
 from dinolab.models.weights import save_model
-from dinolab.train.checkpoint import load_checkpoint
+from dinolab.runtime.checkpoint import load_checkpoint
 from dinolab.train.config import validate
-from dinolab.train.metrics_log import read_metrics
+from dinolab.runtime.metrics_log import read_metrics
 from dinolab.train.objectives import Forward, Objectives, StepInputs
-from dinolab.train.relation_distill import RelationDistillObjective, relation_kl
+from dinolab.losses import relation_kl
+from dinolab.train.objectives.relation_distill import RelationDistillObjective
 from dinolab.train.trainer import Trainer
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dinolab.train.checkpoint import load_checkpoint
-from dinolab.train.metrics_log import read_metrics
+from dinolab.runtime.checkpoint import load_checkpoint
+from dinolab.runtime.metrics_log import read_metrics
 from dinolab.train.trainer import Trainer
 
 # 32 training images, batch 8: a pass over the data is 4 steps, an epoch 3, the run 6 (pass and

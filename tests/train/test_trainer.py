@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from dinolab.errors import ConfigError
-from dinolab.train.checkpoint import load_checkpoint
-from dinolab.train.metrics_log import read_metrics
+from dinolab.runtime.checkpoint import load_checkpoint
+from dinolab.runtime.metrics_log import read_metrics
 from dinolab.train.trainer import Trainer, TrainingDiverged
 
 

@@ -34,11 +34,38 @@ import torch
 from ..errors import DinolabError
 from ..io import atomic_write
 
-logger = logging.getLogger("dinolab.train")
+logger = logging.getLogger("dinolab.runtime")
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
 FORMAT_VERSION = 1
+
+
+_VERIFIED: dict[str, tuple[int, int, int]] = {}  # real path -> (inode, size, mtime) of a file read or written whole
+
+
+def _signature(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _mark_verified(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        _VERIFIED[os.path.realpath(path)] = _signature(path)
+
+
+def _is_verified(path: Path) -> bool:
+    """Whether ``path`` is, unchanged, a checkpoint this process read or wrote successfully (else it is read now)."""
+    try:
+        if _VERIFIED.get(os.path.realpath(path)) == _signature(path):
+            return True
+    except OSError:
+        return False
+    try:
+        _read(path)
+    except Exception:  # noqa: BLE001 - any unreadable file is simply not kept
+        return False
+    return True
 
 
 def _keep_previous(current: Path, previous: Path) -> None:
@@ -51,31 +78,66 @@ def _keep_previous(current: Path, previous: Path) -> None:
     except OSError:  # file systems without hard links
         shutil.copyfile(current, tmp)
     os.replace(tmp, previous)
+    _mark_verified(previous)
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged run file (or a folder in its place) to ``NAME.damaged[.N]``, keeping it for inspection."""
+    target, n = path.with_name(path.name + ".damaged"), 1
+    while target.exists():
+        target, n = path.with_name(f"{path.name}.damaged.{n}"), n + 1
+    os.replace(path, target)
+    logger.warning("%s could not be used; it was moved to %s", path, target)
+    return target
 
 
 def save_checkpoint(run_dir: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``run_dir/checkpoint.pt`` atomically, keeping the previous one as ``checkpoint.prev.pt``."""
+    """Write ``state`` to ``run_dir/checkpoint.pt`` atomically, keeping the previous one as ``checkpoint.prev.pt``.
+
+    The old ``checkpoint.pt`` becomes ``checkpoint.prev.pt`` only if it was read (or written) whole: a damaged
+    latest checkpoint is replaced without taking the place of the good previous one.
+    """
     run_dir = Path(run_dir)
     path = run_dir / CHECKPOINT
-    if path.exists():
-        _keep_previous(path, run_dir / PREVIOUS)
+    if path.is_dir():  # cannot be replaced by a file: keep it aside
+        move_aside(path)
+    elif path.exists():
+        if _is_verified(path):
+            _keep_previous(path, run_dir / PREVIOUS)
+        else:
+            logger.warning("%s is damaged; it is replaced and %s (readable) is kept as the previous checkpoint",
+                           path, run_dir / PREVIOUS)
     state = dict(state, format_version=FORMAT_VERSION)
     with atomic_write(path, "wb") as f:
         torch.save(state, f)
+    _mark_verified(path)
     return path
 
 
 def _read(path: Path) -> dict[str, Any]:
+    """The checkpoint in ``path``; :class:`Unreadable` says why it cannot be used."""
+    if path.is_dir():
+        raise Unreadable(f"{path} is a folder, not a checkpoint file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         detail = str(e).partition("WeightsUnpickler error:")[2].strip().split("\n")[0] or "not a tensor file"
-        raise DinolabError(f"{path} holds objects other than tensors and plain containers ({detail}), so it was not "
-                           f"loaded: unpickling it could run code. Resume only from checkpoints written by "
-                           f"dinolab train") from None
+        raise Unreadable(f"{path} cannot be read as a tensor checkpoint ({detail}): it is damaged, or holds objects "
+                         f"other than tensors and plain containers, which were not loaded because unpickling them "
+                         f"could run code. Resume only from checkpoints written by dinolab") from None
+    except Exception as e:  # noqa: BLE001 - truncated, zeroed, random bytes, unreadable: all the same to a resume
+        raise Unreadable(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") \
+            from None
     if not isinstance(state, dict) or "iteration" not in state:
-        raise DinolabError(f"{path} is not a dinolab training checkpoint (no 'iteration' entry)")
+        raise Unreadable(f"{path} is not a dinolab training checkpoint (no 'iteration' entry)")
+    it = state["iteration"]
+    if isinstance(it, bool) or not isinstance(it, int) or it < 0:
+        raise Unreadable(f"{path} is not a valid dinolab checkpoint (iteration={it!r}, expected a count >= 0)")
     return state
+
+
+class Unreadable(DinolabError):
+    """A checkpoint file that cannot be used; the message says why."""
 
 
 def has_checkpoint(run_dir: str | os.PathLike) -> bool:
@@ -84,22 +146,31 @@ def has_checkpoint(run_dir: str | os.PathLike) -> bool:
 
 
 def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The state saved in ``run_dir``: ``checkpoint.pt``, or ``checkpoint.prev.pt`` if the former is unreadable."""
+    """The state saved in ``run_dir``: ``checkpoint.pt``, or ``checkpoint.prev.pt`` (saying why) if the former
+    cannot be used; both unusable: one error naming both."""
     run_dir = Path(run_dir)
     path, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS
     if not path.exists() and not previous.exists():
         raise DinolabError(f"no checkpoint in {run_dir} (expected {CHECKPOINT}); resume needs the run directory of a "
                            f"run that saved at least one checkpoint")
     try:
-        return _read(path)
-    except DinolabError:
-        raise
-    except Exception as e:  # truncated or damaged file: fall back to the previous complete one
-        if not previous.exists():
-            raise DinolabError(f"{path} cannot be read ({type(e).__name__}: {e}) and there is no {PREVIOUS} to fall "
-                               f"back to; start a new run") from None
-        logger.warning("%s cannot be read (%s: %s); resuming from %s", path, type(e).__name__, e, previous)
-        return _read(previous)
+        state = _read(path) if path.exists() else None
+        if state is not None:
+            _mark_verified(path)
+            return state
+        why = f"{path} is missing"
+    except Unreadable as e:
+        why = str(e)
+    if not previous.exists():
+        raise DinolabError(f"{why}, and there is no {PREVIOUS} to fall back to; start a new run (--force)") from None
+    try:
+        state = _read(previous)
+    except Unreadable as e:
+        raise DinolabError(f"neither checkpoint of {run_dir} can be used: {why}; and {e}. Start a new run (--force) "
+                           f"or restore a copy of the run directory") from None
+    _mark_verified(previous)
+    logger.warning("%s; resuming from %s (iteration %d)", why, previous, state["iteration"])
+    return state
 
 
 # ------------------------------------------------------------------------------------------------

@@ -23,40 +23,44 @@ Examples:
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..data.masking import sample_ibot_masks, sample_ibot_masks_at
-from ..losses import iBOTPatchLoss, ibot_patch_loss_gathered, masked_token_weights
-from ..models import DINOHead
-from .config import Config
-from .objectives import CenteredObjective, StepInputs
+from ...data.masking import sample_ibot_masks, sample_ibot_masks_at
+from ...losses import iBOTPatchLoss, ibot_patch_loss_gathered, masked_token_weights
+from .base import CenteredObjective, StepInputs
+from .dino_cls import dino_head
 
-
-def config_patch_size(config: Config) -> int:
-    """The backbone's patch size: ``model.patch_size`` or the architecture's."""
-    from ..models.presets import preset_config
-
-    return config.model.patch_size or int(preset_config(config.model.arch).get("patch_size", 16))
+if TYPE_CHECKING:
+    from ..config import DinoConfig, IbotConfig
 
 
 class iBOTObjective(CenteredObjective):  # noqa: N801 (the paper's spelling)
     """Masked-patch self-distillation on the student's global crops.
+
+    Args:
+        cfg: the ``ibot`` section.
+        dino: the ``dino`` section: the head architecture, and the prototypes and centering when
+            ``cfg`` leaves them unset (a shared head *is* the DINO head).
+        patch_size: the student's patch size (the masks are drawn on its patch grid).
+        all_tokens: with ``cfg.mask_sample_probability == 0``, use every patch token as a target
+            (distillation, DINOv2 §5) instead of no token.
 
     Statistics: ``ibot_loss`` (unweighted term) and ``ibot_masked_share`` (masked share of all global tokens).
     """
 
     name = "ibot"
 
-    def __init__(self, config: Config) -> None:
-        i, d = config.ibot, config.dino
+    def __init__(self, cfg: IbotConfig, *, dino: DinoConfig, patch_size: int, all_tokens: bool = False) -> None:
+        i, d = cfg, dino
         super().__init__(i.loss_weight)
         self.cfg, self.dino_cfg = i, d
-        self.patch_size = config_patch_size(config)
+        self.patch_size = patch_size
         # distillation without masking (DINOv2 §5): every patch of the unmasked global crops is a target
-        self.all_tokens = config.distill.teacher is not None and i.mask_sample_probability == 0
+        self.all_tokens = all_tokens and i.mask_sample_probability == 0
         self.head_name = "ibot_head" if i.separate_head else "dino_head"
         out_dim = (i.out_dim or d.out_dim) if i.separate_head else d.out_dim
         self.loss = iBOTPatchLoss(out_dim, student_temp=i.student_temp, center_momentum=i.center_momentum,
@@ -65,11 +69,7 @@ class iBOTObjective(CenteredObjective):  # noqa: N801 (the paper's spelling)
     def make_heads(self, embed_dim: int) -> dict[str, nn.Module]:
         if not self.cfg.separate_head:
             return {}  # reuses the DINO objective's dino_head
-        d = self.dino_cfg
-        return {"ibot_head": DINOHead(embed_dim, self.loss.out_dim, hidden_dim=d.head_hidden_dim,
-                                      bottleneck_dim=d.head_bottleneck_dim, nlayers=d.head_nlayers,
-                                      use_bn=d.use_bn_in_head, norm_last_layer=d.norm_last_layer,
-                                      weight_norm=d.head_weight_norm)}
+        return {"ibot_head": dino_head(embed_dim, self.dino_cfg, self.loss.out_dim)}
 
     def prepare(self, inputs: StepInputs, generator: torch.Generator | None) -> None:
         if inputs.global_masks is not None or self.cfg.mask_sample_probability == 0:

@@ -30,8 +30,8 @@ from typing import Mapping
 
 import torch
 
-from ..errors import ConfigError, WeightsError
-from ..models import DINOHead, VisionTransformer
+from ...errors import ConfigError, WeightsError
+from ...models import DINOHead, VisionTransformer
 
 RUN_FILES = ("checkpoint.pt", "teacher_backbone.json")
 _WRAPPERS = ("module.", "_orig_mod.")
@@ -78,7 +78,7 @@ def read_teacher(path: str | Path, *, with_heads: bool = True) -> TeacherSource:
     p = Path(path).expanduser()
     if is_run_dir(p):
         return _read_run(p)
-    from ..models.weights import detect_format, load_model
+    from ...models.weights import detect_format, load_model
 
     try:
         kind, found = detect_format(p)
@@ -102,8 +102,8 @@ def _source_files(kind: str, found: Path) -> list[Path]:
 
 
 def _heads_in_file(kind: str, path: Path) -> dict[str, dict[str, torch.Tensor]]:
-    from ..models.formats import official
-    from ..models.formats.tensor_files import read_safetensors, read_torch_file
+    from ...models.formats import official
+    from ...models.formats.tensor_files import read_safetensors, read_torch_file
 
     obj = read_safetensors(path)[0] if kind == "safetensors" else read_torch_file(path)
     try:
@@ -128,9 +128,9 @@ def split_heads(state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.
 
 
 def _read_run(run: Path) -> TeacherSource:
-    from ..models.formats import dinolab_format
-    from ..models.formats.tensor_files import read_torch_file
-    from ..models.weights import LoadedWeights, build_model
+    from ...models.formats import dinolab_format
+    from ...models.formats.tensor_files import read_torch_file
+    from ...models.weights import LoadedWeights, build_model
 
     arch = run / "teacher_backbone.json"
     if not arch.is_file():

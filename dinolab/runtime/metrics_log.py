@@ -31,18 +31,24 @@ def _json_value(v: Any) -> Any:
     return v
 
 
+def _step(record: dict[str, Any]) -> int | None:
+    step = record.get("step")
+    return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
+
+
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All complete records of a ``metrics.jsonl`` (a torn or damaged line is skipped)."""
+    """All complete records of a ``metrics.jsonl``: a torn, undecodable or non-JSON line, or a record without a
+    valid ``step`` (a count >= 0), is skipped."""
     records = []
     p = Path(path)
-    if not p.exists():
+    if not p.is_file():
         return records
-    for line in p.read_text().splitlines():
+    for raw in p.read_bytes().splitlines():
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
             continue
-        if isinstance(record, dict):
+        if isinstance(record, dict) and _step(record) is not None:
             records.append(record)
     return records
 
@@ -59,8 +65,12 @@ class MetricsLog:
         """Keep only the records with ``step <= step`` (rewritten atomically)."""
         if not self.enabled:
             return
-        kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= step]
         self.close()
+        if self.path.is_dir():  # a folder in its place: kept aside, the log starts again
+            from .checkpoint import move_aside
+
+            move_aside(self.path)
+        kept = [r for r in read_metrics(self.path) if _step(r) <= step]
         atomic_save_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, record: dict[str, Any]) -> None:

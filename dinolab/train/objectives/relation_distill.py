@@ -1,7 +1,7 @@
 """Relational distillation: the student's neighbourhoods of images match the frozen teacher's.
 
-An optional term of distillation (``distill.relation_loss_weight > 0`` with ``distill.teacher``),
-next to the DINOv2 recipe's DINO / iBOT / KoLeo terms. Those terms see the teacher only through its
+An optional term of distillation (``distill.relation_loss_weight > 0`` with ``distill.teacher``), next
+to the DINOv2 recipe's DINO / iBOT / KoLeo terms. Those terms see the teacher only through its
 heads' softmax targets; when the targets are nearly uniform (a small teacher trained on little data,
 or frozen random heads) the student gets almost no signal from them. This term transfers what a
 k-NN search, retrieval or dedup reads from an embedding, its neighbourhoods, whatever the teacher's
@@ -18,49 +18,20 @@ with ``T = distill.relation_temp``. Regressing the teacher's features through a 
 was tried first and transferred less on ``builtin:digits`` (see BENCHMARKS.md): the student's own
 geometry, the one its users search in, is what this term shapes.
 
-Examples:
-    >>> import torch
-    >>> x = torch.randn(8, 16)
-    >>> float(relation_kl(x, 2 * x, temp=0.1)) < 1e-6  # same neighbourhoods (cosine ignores the scale)
-    True
+The loss is :func:`dinolab.losses.relation_kl`.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-import torch.nn.functional as F
 
-from .config import Config
-from .objectives import Objective
+from ...losses import relation_kl
+from .base import Objective
 
-_MASKED = -1e4  # logit of an excluded anchor (the query itself): exp underflows to 0 in float32
-
-
-def relation_kl(student: torch.Tensor, teacher: torch.Tensor, temp: float,
-                student_anchors: torch.Tensor | None = None, teacher_anchors: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean over the ``B`` queries of KL(P_t || P_s) between their softmax cosine similarities.
-
-    Args:
-        student: ``(B, d)`` queries, differentiable; also anchors for each other (not for themselves).
-        teacher: ``(B, D)`` the teacher's features of the same inputs (``D`` may differ from ``d``).
-        temp: softmax temperature of both distributions.
-        student_anchors / teacher_anchors: ``(Q, d)`` / ``(Q, D)`` extra anchors (a queue), or None.
-
-    Returns:
-        scalar, float32, computed with autocast off.
-    """
-    with torch.autocast(student.device.type, enabled=False):
-        s = F.normalize(student.float(), dim=-1)
-        t = F.normalize(teacher.detach().float(), dim=-1)
-        logits_s, logits_t = s @ s.T, t @ t.T
-        if student_anchors is not None and teacher_anchors is not None and len(student_anchors):
-            qs = F.normalize(student_anchors.detach().float(), dim=-1)
-            qt = F.normalize(teacher_anchors.detach().float(), dim=-1)
-            logits_s, logits_t = torch.cat([logits_s, s @ qs.T], 1), torch.cat([logits_t, t @ qt.T], 1)
-        eye = torch.eye(*logits_s.shape, dtype=torch.bool, device=s.device)  # each query excludes itself, not the queue
-        log_ps = F.log_softmax((logits_s / temp).masked_fill(eye, _MASKED), dim=-1)
-        log_pt = F.log_softmax((logits_t / temp).masked_fill(eye, _MASKED), dim=-1)
-        return (log_pt.exp() * (log_pt - log_ps)).sum(-1).mean()
+if TYPE_CHECKING:
+    from ..config import DistillConfig
 
 
 class RelationDistillObjective(Objective):
@@ -70,13 +41,13 @@ class RelationDistillObjective(Objective):
     features enter it in :meth:`commit` (the optimizer step succeeded) and are dropped by
     :meth:`discard`. Each process keeps its own queue (as KoLeo, the term is per process).
 
+    ``d`` is the ``distill`` section (``relation_loss_weight``, ``relation_temp``, ``relation_queue``).
     Statistics: ``relation_loss`` (unweighted).
     """
 
     name = "relation"
 
-    def __init__(self, config: Config) -> None:
-        d = config.distill
+    def __init__(self, d: DistillConfig) -> None:
         super().__init__(d.relation_loss_weight)
         self.temp, self.size = d.relation_temp, d.relation_queue
         self.register_buffer("queue_student", torch.zeros(0), persistent=True)

@@ -1,4 +1,5 @@
-"""A method is a configuration of objectives: the shared forward pass and the loss terms.
+"""The base of every objective: :class:`StepInputs`, :class:`Objective`, the :class:`Objectives`
+collection (the shared forward pass) and the registry that builds them from a config.
 
 :class:`Objectives` runs the backbones once per step and hands the outputs to every enabled
 :class:`Objective`; the loss is ``Σ weight · term``:
@@ -9,17 +10,10 @@
 - each objective reads the tokens it needs (CLS, patches), runs its heads and returns its term
   and monitoring statistics.
 
-Only the DINO objective (CLS self-distillation, Caron et al. 2021) is built in here. The
-DINOv2/v3 terms plug in the same way, as a class and one line in :data:`OBJECTIVES`:
-
-- iBOT: ``prepare`` draws ``StepInputs.global_masks`` (the student's global crops are masked),
-  ``forward`` reads ``student_global["patches"]`` / ``teacher_global["patches"]`` and declares an
-  ``ibot_head`` (or reuses ``dino_head``) through ``make_heads``;
-- KoLeo: ``forward`` reads ``student_global["cls"]`` (backbone CLS, before the head);
-- Gram (:mod:`.gram`): ``setup`` builds a frozen Gram teacher (saved with the objectives' state),
-  ``forward`` runs it on ``StepInputs.gram_crops``, ``end_iteration`` refreshes it from the EMA teacher;
-- distillation: the trainer's teacher is a frozen pretrained model instead of the EMA; the
-  relational term (:mod:`.relation_distill`) reads its CLS tokens like any other teacher output.
+The built-in terms (one module each in this package: DINO CLS, iBOT, KoLeo, Gram anchoring,
+relational distillation) are registered by ``dinolab/train/objectives/__init__.py``, each built
+from its own config section; :func:`register_objective` adds a plugin, optionally with a YAML
+section of its own.
 
 Deferred state (the DINO center) is applied by :meth:`Objective.commit` only after the optimizer
 step succeeded, and dropped by :meth:`Objective.discard` when a step is skipped (non-finite
@@ -29,20 +23,19 @@ Examples:
     >>> from dinolab.train.config import load_config
     >>> objectives = Objectives.from_config(load_config("default"))
     >>> [o.name for o in objectives], sorted(objectives.make_heads(64))
-    (['dino'], ['dino_head'])
+    (['dino', 'koleo'], ['dino_head'])
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 
-from ..losses import DINOLoss, collapse_stats
-from ..models import DINOHead
-from .config import Config
+if TYPE_CHECKING:
+    from ..config import Config
 
 
 @dataclass
@@ -136,80 +129,55 @@ class CenteredObjective(Objective):
         self._pending.clear()
 
 
-class DINOObjective(CenteredObjective):
-    """DINO CLS self-distillation: cross-entropy between teacher targets and student views.
+# name -> factory(config) returning the objective, or None when the config leaves it off. Filled in
+# order by this package's __init__ (the built-in terms) and by register_objective (plugins); the order
+# is the order of the terms in the loss, their statistics and their checkpoint keys.
+OBJECTIVES: dict[str, Callable[[Config], Objective | None]] = {}
 
-    The teacher's global-view CLS tokens go through the teacher ``dino_head``; its targets are
-    centred and sharpened (softmax centering or Sinkhorn-Knopp, :class:`dinolab.losses.DINOLoss`).
-    The student's CLS tokens of every view go through the student ``dino_head`` in one call. The
-    loss averages every (teacher view, student view) pair except the same-view ones. The center is
-    updated once per optimizer step, from the teacher logits of all its micro-batches.
 
-    Statistics: ``dino_loss``, ``teacher_entropy`` and ``kl_uniform`` (collapse monitors).
+def register_objective(name: str, factory: Callable[[Any], Objective | None], section: type | None = None) -> None:
+    """Add an objective to every trainer built afterwards.
+
+    Without ``section``, ``factory(config)`` receives the whole :class:`~dinolab.train.config.Config`
+    and returns the objective or None (off). With ``section`` (a dataclass), the config gains a YAML
+    section ``name`` of that schema (``load_config`` merges, validates and saves it like the built-in
+    ones; ``name.key=value`` overrides work) and ``factory(section_values)`` receives only it; a
+    section with a ``loss_weight`` field leaves the objective off while it is ``<= 0``.
+
+    Examples:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class MyTermConfig:
+        ...     loss_weight: float = 0.0
+        ...     scale: float = 1.0
+        >>> register_objective("my_term", lambda s: None, section=MyTermConfig)
+        >>> from dinolab.train.config import load_config
+        >>> load_config("default", ["my_term.scale=2"]).section("my_term").scale
+        2.0
+        >>> unregister_objective("my_term")
     """
+    if section is None:
+        OBJECTIVES[name] = factory
+        return
+    from ..config import register_section
 
-    name = "dino"
-
-    def __init__(self, config: Config) -> None:
-        d = config.dino
-        super().__init__(d.loss_weight)
-        self.cfg = d
-        self.loss = DINOLoss(d.out_dim, student_temp=d.student_temp, center_momentum=d.center_momentum,
-                             centering=d.centering)
-
-    def make_heads(self, embed_dim: int) -> dict[str, nn.Module]:
-        d = self.cfg
-        return {"dino_head": DINOHead(embed_dim, d.out_dim, hidden_dim=d.head_hidden_dim,
-                                      bottleneck_dim=d.head_bottleneck_dim, nlayers=d.head_nlayers,
-                                      use_bn=d.use_bn_in_head, norm_last_layer=d.norm_last_layer,
-                                      weight_norm=d.head_weight_norm)}
-
-    def forward(self, student, teacher, out, inputs):
-        with torch.no_grad():
-            teacher_logits = teacher["dino_head"](out.teacher_global["cls"]).float()  # (G·B, K)
-            targets = self.loss.teacher_targets(teacher_logits, inputs.teacher_temp)  # (G, B, K)
-        student_logits = student["dino_head"](out.student_cls())  # (V·B, K)
-        loss = self.loss.cross_entropy(student_logits, targets)
-        self._pending.append(teacher_logits)
-        stats = collapse_stats(targets)
-        return loss, {"dino_loss": loss.detach(), "teacher_entropy": stats["entropy"],
-                      "kl_uniform": stats["kl_uniform"]}
-
-
-# name -> factory(config) returning the objective, or None when the config leaves it off
-OBJECTIVES: dict[str, Callable[[Config], Objective | None]] = {
-    "dino": lambda c: DINOObjective(c) if c.dino.loss_weight > 0 else None,
-}
-
-
-def _weighted(section: str, module: str, cls: str) -> Callable[[Config], Objective | None]:
-    """Factory of an objective in ``dinolab.train.<module>``, enabled by ``<section>.loss_weight > 0``."""
+    register_section(name, section)
 
     def make(config: Config) -> Objective | None:
-        if getattr(config, section).loss_weight <= 0:
+        values = config.section(name)
+        if getattr(values, "loss_weight", 1.0) <= 0:
             return None
-        import importlib  # the objective modules import this one
+        return factory(values)
 
-        return getattr(importlib.import_module(f"{__package__}.{module}"), cls)(config)
-
-    return make
+    OBJECTIVES[name] = make
 
 
-def _relation_distill(config: Config) -> Objective | None:
-    if config.distill.teacher is None or config.distill.relation_loss_weight <= 0:
-        return None
-    from .relation_distill import RelationDistillObjective
+def unregister_objective(name: str) -> None:
+    """Remove a plugin objective (and its config section, if it registered one)."""
+    from ..config import unregister_section
 
-    return RelationDistillObjective(config)
-
-
-OBJECTIVES.update(ibot=_weighted("ibot", "ibot", "iBOTObjective"), koleo=_weighted("koleo", "koleo", "KoLeoObjective"),
-                  gram=_weighted("gram", "gram", "GramObjective"), relation=_relation_distill)
-
-
-def register_objective(name: str, factory: Callable[[Config], Objective | None]) -> None:
-    """Add an objective to every trainer built afterwards (``factory(config)`` returns it or None)."""
-    OBJECTIVES[name] = factory
+    OBJECTIVES.pop(name, None)
+    unregister_section(name)
 
 
 class Objectives(nn.ModuleList):
@@ -217,6 +185,7 @@ class Objectives(nn.ModuleList):
 
     @classmethod
     def from_config(cls, config: Config) -> Objectives:
+        """The objectives of every registered factory that ``config`` turns on, in registration order."""
         return cls([o for o in (make(config) for make in OBJECTIVES.values()) if o is not None])
 
     def make_heads(self, embed_dim: int) -> dict[str, nn.Module]:

@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import torch
 
-from ..losses import koleo_loss
-from .config import Config
-from .objectives import Objective
+from typing import TYPE_CHECKING
+
+from ...losses import koleo_loss
+from .base import Objective
+
+if TYPE_CHECKING:
+    from ..config import KoleoConfig
 
 
 class KoLeoObjective(Objective):
@@ -29,8 +33,8 @@ class KoLeoObjective(Objective):
     name = "koleo"
     uses_teacher = False
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config.koleo.loss_weight)
+    def __init__(self, cfg: KoleoConfig) -> None:
+        super().__init__(cfg.loss_weight)
 
     def forward(self, student, teacher, out, inputs):
         cls = out.student_global["cls"]  # (G·B, D), crop-major

@@ -24,7 +24,7 @@ L2-normalised features).
 Examples:
     >>> s = GramSchedule(weight=2.0, start=100, warmup=10, snapshot=100, refresh_every=20, first_refresh=120,
     ...                  max_refreshes=3)
-    >>> s.weight_at(99), s.weight_at(105), s.weight_at(110)
+    >>> s.weight_at(99), round(s.weight_at(105), 6), s.weight_at(110)
     (0.0, 1.0, 2.0)
     >>> [n for n in range(1, 300) if s.refreshes_after(n)]
     [120, 140, 160]
@@ -35,15 +35,18 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from ..losses import gram_loss
-from .config import Config
-from .objectives import Objective, StepInputs
+from ...errors import ConfigError
+from ...losses import gram_loss
+from .base import Objective, StepInputs
+
+if TYPE_CHECKING:
+    from ..config import GramConfig
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,8 @@ class GramSchedule:
     max_refreshes: int | None
 
     @classmethod
-    def from_config(cls, config: Config, iters_per_epoch: int) -> GramSchedule:
-        g = config.gram
+    def from_config(cls, g: GramConfig, iters_per_epoch: int) -> GramSchedule:
+        """The schedule of the ``gram`` section ``g`` for a run of ``iters_per_epoch`` steps per epoch."""
         start = g.start_iteration if g.start_iteration is not None else int(round(g.start_epoch * iters_per_epoch))
         snapshot = None if g.teacher else (g.snapshot_iteration if g.snapshot_iteration is not None else start)
         first = g.first_refresh if g.first_refresh is not None else start + g.refresh_every
@@ -108,7 +111,8 @@ def resize_patch_grid(patches: torch.Tensor, grid: tuple[int, int], size: tuple[
 class GramObjective(Objective):
     """Gram anchoring of the student's global-crop patch tokens to a frozen Gram teacher.
 
-    The trainer calls :meth:`setup` once the models exist (builds the Gram teacher) and
+    ``cfg`` is the ``gram`` section, ``patch_size`` the student's. The trainer calls :meth:`setup`
+    once the models exist (builds the Gram teacher) and
     :meth:`end_iteration` after every step (snapshot / refresh). ``self.weight`` follows
     :class:`GramSchedule`. Statistics (only while the weight is positive): ``gram_loss`` (unweighted
     term) and ``gram_weight``.
@@ -117,21 +121,18 @@ class GramObjective(Objective):
     name = "gram"
     uses_teacher = False
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config.gram.loss_weight)
-        self.cfg = config.gram
-        self.config = config
+    def __init__(self, cfg: GramConfig, *, patch_size: int) -> None:
+        super().__init__(cfg.loss_weight)
+        self.cfg = cfg
         self.schedule: GramSchedule | None = None
         self.gram_teacher: nn.Module | None = None
-        from .ibot import config_patch_size
-
-        self.patch_size = config_patch_size(config)
+        self.patch_size = patch_size  # the student's
 
     def setup(self, student: nn.ModuleDict, teacher: nn.ModuleDict, iters_per_epoch: int) -> None:
-        self.schedule = GramSchedule.from_config(self.config, iters_per_epoch)
+        self.schedule = GramSchedule.from_config(self.cfg, iters_per_epoch)
         ema = teacher["backbone"]
         if self.cfg.teacher:
-            from ..models.weights import load_model
+            from ...models.weights import load_model
 
             device = next(ema.parameters()).device
             gram_teacher = load_model(self.cfg.teacher, device=device)

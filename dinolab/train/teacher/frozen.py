@@ -1,9 +1,10 @@
 """Distillation: a small student trained from a large *frozen* teacher (DINOv2 §5, DINOv3 §5.2).
 
-Distillation is a configuration of the ordinary trainer, switched on by ``distill.teacher=PATH``:
+Distillation is a configuration of the ordinary trainer (its teacher strategy is :class:`FrozenTeacher`),
+switched on by ``distill.teacher=PATH``:
 
 - the **teacher** is the model in ``PATH`` (anything :func:`dinolab.load_model` reads, a training
-  checkpoint with heads, or a dinolab run directory; see :mod:`dinolab.train.teacher_source`), in eval
+  checkpoint with heads, or a dinolab run directory; see :mod:`dinolab.train.teacher.source`), in eval
   mode, without gradients, never EMA-updated and never saved in checkpoints (it is re-read from
   ``PATH`` on resume, and its SHA-256 must match the one recorded);
 - the **student** is ``model.*`` (smaller; its width and patch size may differ from the teacher's)
@@ -15,7 +16,8 @@ Distillation is a configuration of the ordinary trainer, switched on by ``distil
   is "the model to use": it is exported at every epoch end as ``student_ema_backbone.safetensors``
   (+ ``.json``) and is what the k-NN evaluations measure.
 
-Relational term. ``distill.relation_loss_weight > 0`` adds :mod:`.relation_distill`: the student's CLS
+Relational term. ``distill.relation_loss_weight > 0`` adds
+:mod:`dinolab.train.objectives.relation_distill`: the student's CLS
 neighbourhoods within the batch match the teacher's (a KL between softmax cosine similarities). It
 needs no head and works across widths; the ``distill_shapes`` preset turns it on, ``distill_vits14``
 keeps the paper's recipe.
@@ -51,17 +53,20 @@ Examples:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, DinolabError
-from ..models import VisionTransformer
-from .config import Config
+from ...errors import ConfigError, DinolabError
+from ...models import VisionTransformer
+from .base import TeacherStrategy
 from .ema import EMA
-from .teacher_source import TeacherSource, head_from_state, read_teacher
+from .source import TeacherSource, head_from_state, read_teacher
+
+if TYPE_CHECKING:
+    from ..config import DistillConfig
 
 STUDENT_EXPORT = "student_ema_backbone.safetensors"
 EXPORT_FILES = (STUDENT_EXPORT, "student_ema_backbone.json")
@@ -101,59 +106,74 @@ class ResizedInput(nn.Module):
         return self.backbone.forward_features(x, masks, local_crop=local_crop)
 
 
-def _check_crop_size(config: Config, teacher: VisionTransformer, student_patch: int) -> None:
-    size, p = config.distill.teacher_crops_size, teacher.patch_size
+def _check_crop_size(d: DistillConfig, teacher: VisionTransformer, student_patch: int, global_crops_size: int,
+                     pairs_patches: bool) -> None:
+    size, p = d.teacher_crops_size, teacher.patch_size
     if size is None:
         return
     if size % p != 0 or size < p:
         raise ConfigError(f"distill.teacher_crops_size={size} is not a multiple of the teacher's patch size {p}; "
                           f"use e.g. distill.teacher_crops_size={max(p, size // p * p)}")
-    grid = config.crops.global_crops_size // student_patch
-    if config.ibot.loss_weight > 0 and size // p != grid:
+    grid = global_crops_size // student_patch
+    if pairs_patches and size // p != grid:
         raise ConfigError(f"distill.teacher_crops_size={size} gives the teacher a {size // p}x{size // p} patch grid but "
-                          f"the student has {grid}x{grid} (crops.global_crops_size={config.crops.global_crops_size}, "
+                          f"the student has {grid}x{grid} (crops.global_crops_size={global_crops_size}, "
                           f"patch {student_patch}); iBOT pairs their patch tokens one to one: use "
                           f"distill.teacher_crops_size={grid * p} or leave it unset")
 
 
-class Distillation:
-    """The frozen teacher, the student's EMA and their checkpoint/export logic for one run.
+class FrozenTeacher(TeacherStrategy):
+    """Distillation: a frozen pretrained teacher, and the student's EMA as the model to use.
 
     Args:
-        config: the run's config (``distill.teacher`` set).
-        objectives: the run's :class:`~dinolab.train.objectives.Objectives` (they declare the heads).
+        d: the ``distill`` section (``d.teacher`` set).
         student: the student ``ModuleDict`` (``backbone`` + heads), already on ``device``.
+        student_ema: :func:`~dinolab.train.teacher.base.ema_copy` of the student backbone.
+        make_heads: ``make_heads(width) -> {name: head}`` of the objectives (frozen random teacher heads).
         device: where the teacher runs.
+        seed: seeds the random teacher heads (``train.seed``).
+        global_crops_size: the student's global crop size (checks ``d.teacher_crops_size``).
+        pairs_patches: True when an objective pairs student and teacher patch tokens (iBOT).
 
     Attributes:
-        teacher: ``ModuleDict`` with ``backbone`` (frozen, wrapped in :class:`ResizedInput` when its
+        model: ``ModuleDict`` with ``backbone`` (frozen, wrapped in :class:`ResizedInput` when its
             input size differs) and the heads, all frozen, in eval mode.
         student_ema: the EMA of the student backbone (no drop-path, eval mode).
         ema: the :class:`EMA` updating ``student_ema`` after every optimizer step.
         heads_origin: ``"file"`` or ``"random"``.
     """
 
-    def __init__(self, config: Config, objectives: nn.Module, student: nn.ModuleDict, device: torch.device) -> None:
-        d = config.distill
-        self.config = config
+    export_name = STUDENT_EXPORT
+    export_files = EXPORT_FILES
+    frozen = True
+
+    def __init__(self, d: DistillConfig, *, student: nn.ModuleDict, student_ema: VisionTransformer,
+                 make_heads: Callable[[int], dict[str, nn.Module]], device: torch.device, seed: int,
+                 global_crops_size: int, pairs_patches: bool) -> None:
+        self.cfg, self.seed = d, seed
         self.source: TeacherSource = read_teacher(d.teacher, with_heads=d.heads != "random")
         backbone = self.source.backbone.eval().requires_grad_(False)
         student_backbone: VisionTransformer = student["backbone"]
-        _check_crop_size(config, backbone, student_backbone.patch_size)
+        _check_crop_size(d, backbone, student_backbone.patch_size, global_crops_size, pairs_patches)
         names = [name for name in student if name != "backbone"]
-        heads, self.heads_origin = self._teacher_heads(objectives, backbone.embed_dim, names)
+        heads, self.heads_origin = self._teacher_heads(make_heads, backbone.embed_dim, names)
         for name in names:
             _check_prototypes(name, heads[name], student[name], d.teacher)
         needs_resize = d.teacher_crops_size is not None or backbone.patch_size != student_backbone.patch_size
         wrapped = ResizedInput(backbone, student_backbone.patch_size, d.teacher_crops_size) if needs_resize else backbone
-        self.teacher = nn.ModuleDict({"backbone": wrapped, **heads}).to(device).eval().requires_grad_(False)
-        self.student_ema = VisionTransformer(**{**student_backbone.config, "drop_path_rate": 0.0})
-        self.student_ema.load_state_dict(student_backbone.state_dict())
-        self.student_ema.to(device).eval().requires_grad_(False)
+        self.model = nn.ModuleDict({"backbone": wrapped, **heads}).to(device).eval().requires_grad_(False)
+        self.student_ema = student_ema.to(device).eval().requires_grad_(False)
         self.ema = EMA(student_backbone, self.student_ema)
 
-    def _teacher_heads(self, objectives: nn.Module, dim: int, names: list[str]) -> tuple[dict[str, nn.Module], str]:
-        d, found = self.config.distill, self.source.heads
+    def update(self, momentum: float) -> None:
+        self.ema.update(momentum)
+
+    def eval_backbone(self) -> nn.Module:
+        return self.student_ema
+
+    def _teacher_heads(self, make_heads: Callable[[int], dict[str, nn.Module]], dim: int,
+                       names: list[str]) -> tuple[dict[str, nn.Module], str]:
+        d, found = self.cfg, self.source.heads
         have = [n for n in names if n in found]
         if d.heads == "file" or (d.heads == "auto" and have):
             missing = [n for n in names if n not in found]
@@ -165,8 +185,8 @@ class Distillation:
                                   f"(frozen random heads){hint}")
             return {n: head_from_state(found[n], f"distill.teacher={d.teacher} ({n})") for n in names}, "file"
         with torch.random.fork_rng(devices=[]):  # the student's initialisation does not depend on this
-            torch.manual_seed(self.config.train.seed)
-            heads = dict(objectives.make_heads(dim))
+            torch.manual_seed(self.seed)
+            heads = dict(make_heads(dim))
         return {n: heads[n].eval() for n in names}, "random"
 
     def describe(self) -> str:
@@ -178,36 +198,41 @@ class Distillation:
     # checkpoint and export
 
     def state_dict(self) -> dict[str, Any]:
-        """The teacher's identity (path, SHA-256), its heads (small) and the student EMA; not its backbone."""
-        heads = {n: m.state_dict() for n, m in self.teacher.items() if n != "backbone"}
-        return {"teacher": str(self.source.path.resolve()), "sha256": self.source.sha256,
-                "heads_origin": self.heads_origin, "teacher_heads": heads, "student_ema": self.student_ema.state_dict()}
+        """``distill``: the teacher's identity (path, SHA-256), its heads (small) and the student EMA;
+        ``teacher``: None (the frozen backbone is re-read from its file on resume)."""
+        heads = {n: m.state_dict() for n, m in self.model.items() if n != "backbone"}
+        return {"teacher": None,
+                "distill": {"teacher": str(self.source.path.resolve()), "sha256": self.source.sha256,
+                            "heads_origin": self.heads_origin, "teacher_heads": heads,
+                            "student_ema": self.student_ema.state_dict()}}
 
-    def load_state_dict(self, state: dict[str, Any] | None, run_dir: Path) -> None:
+    def load_state_dict(self, checkpoint: dict[str, Any], run_dir: Path) -> None:
+        state = checkpoint.get("distill")
         where = f"the checkpoint in {run_dir}"
         if not state:
             raise DinolabError(f"{where} is not from a distillation run, but the config sets distill.teacher="
-                               f"{self.config.distill.teacher}; resume with the run's own config.yaml")
+                               f"{self.cfg.teacher}; resume with the run's own config.yaml")
         if state["sha256"] != self.source.sha256:
             raise DinolabError(
-                f"distill.teacher={self.config.distill.teacher} is not the teacher {where} was trained with: its "
+                f"distill.teacher={self.cfg.teacher} is not the teacher {where} was trained with: its "
                 f"files' SHA-256 is {self.source.sha256[:16]}..., the checkpoint recorded {state['sha256'][:16]}... "
                 f"(teacher {state['teacher']}). Restore that teacher file (a resumed run must see the same teacher) "
                 f"or start a new run")
         try:
             for name, head_state in state["teacher_heads"].items():
-                self.teacher[name].load_state_dict(head_state)
+                self.model[name].load_state_dict(head_state)
             self.student_ema.load_state_dict(state["student_ema"])
         except (RuntimeError, KeyError) as e:
             raise DinolabError(f"{where} does not match the config (student or heads changed?): "
                                f"{str(e).splitlines()[0]}; resume with the run's own config.yaml") from None
 
-    def export(self, run_dir: Path, iteration: int, epoch: int, preprocess=None) -> Path:
+    def export(self, run_dir: Path, iteration: int, epoch: int, backbone: nn.Module | None = None,
+               preprocess=None) -> Path:
         """Write the student EMA backbone as ``student_ema_backbone.safetensors`` + ``.json`` (load_model reads it),
         recording ``preprocess`` (how it sees: the run's global crop size and normalisation)."""
-        from ..models.weights import save_model
+        from ...models.weights import save_model
 
-        return save_model(self.student_ema, run_dir / STUDENT_EXPORT, overwrite=True, preprocess=preprocess,
+        return save_model(backbone or self.student_ema, run_dir / STUDENT_EXPORT, overwrite=True, preprocess=preprocess,
                           metadata={"iteration": iteration, "epoch": epoch, "teacher": str(self.source.path),
                                     "teacher_sha256": self.source.sha256,
                                     "source": "dinolab train (EMA of the distilled student backbone)"})

@@ -1,0 +1,35 @@
+"""The k-NN evaluation of a run: top-1 accuracy per k of a backbone on the run's labelled split.
+
+The train split is the memory, the held-out split the queries (see :mod:`dinolab.train.data`);
+unreadable files are collected in the run's ``bad_files.log`` rather than warned about one by one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..data.badfiles import warnings_held_back
+from .build import num_workers
+from .config import Config
+from .data import RunData
+
+
+def knn_accuracy(backbone: nn.Module, data: RunData, config: Config, device: torch.device, precision: str,
+                 bad_files: dict[str, str] | None = None, preprocess=None) -> dict[int, float]:
+    """``{k: top-1}`` for every ``eval.knn_k``; unreadable files are added to ``bad_files`` (path -> reason).
+    ``preprocess``: the normalisation (and resize rule) of the run's exports, so that ``dinolab knn`` on an
+    export gives the same figure; its size yields to ``eval.image_size`` / the global crop size."""
+    from ..eval.features import embed
+    from ..eval.knn import knn_classify
+
+    e = config.eval
+    kw = dict(batch_size=e.batch_size, image_size=e.image_size or config.crops.global_crops_size,
+              preprocess=preprocess, device=device, precision=precision, num_workers=num_workers(config), progress=False)
+    with warnings_held_back():  # named in the run's bad_files.log and its final summary
+        memory, queries = embed(backbone, data.train, **kw), embed(backbone, data.val, **kw)
+    if bad_files is not None:
+        bad_files.update(memory.bad + queries.bad)
+    res = knn_classify(memory.cls, memory.labels, queries.cls, queries.labels, k=e.knn_k,
+                       temperature=e.knn_temperature, classes=memory.classes)
+    return {k: float(r["top1"]) for k, r in res.items()}
