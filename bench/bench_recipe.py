@@ -88,6 +88,8 @@ def main() -> None:
     wall0, cpu0 = time.perf_counter(), time.process_time()
     result = trainer.fit()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    if result.stopped_by:  # an interrupted run measures nothing
+        sys.exit(f"stopped by {result.stopped_by} at step {result.iterations}; no figures")
     size = config.eval.image_size or config.crops.global_crops_size
     model = load_model(result.exported)
     torch.manual_seed(config.train.seed)  # the trainer's random-init baseline, rebuilt
