@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     if result.knn:
         for k, acc in result.knn.items():
             base = result.knn_random_init.get(k) if result.knn_random_init else None
-            vs = f"   (random init: {base:.1%})" if base is not None else ""
+            raw = result.knn_raw_pixels.get(k) if result.knn_raw_pixels else None
+            vs = f"   (random init: {base:.1%}" + (f", raw pixels: {raw:.1%}" if raw is not None else "") + ")" \
+                if base is not None else ""
             print(f"k-NN top-1 @ k={k}: {acc:.1%}{vs}")
     return 0

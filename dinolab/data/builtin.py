@@ -2,7 +2,12 @@
 
 - ``builtin:digits``: scikit-learn's 1,797 real handwritten digits (8x8, bundled with the
   package), upscaled with bicubic interpolation to ``size`` (default 64) as dark ink on white
-  paper, RGB, labels 0-9. Options: ``size``.
+  paper, RGB, labels 0-9. Options: ``size``; ``canvas`` (default 0: none) places each
+  ``size`` x ``size`` digit inside a blank ``canvas`` x ``canvas`` sheet of the same paper (sklearn's
+  zero ink, black in its own ink-is-bright rendering), at the centre (``shift=center``, default) or
+  at a uniformly random integer offset (``shift=random``: image ``i`` depends only on ``seed`` and
+  ``i``). The translation test of the default recipe pairs centred train references
+  (``builtin:digits?canvas=96``) with randomly placed queries (``builtin:digits?canvas=96&shift=random``).
 - ``builtin:shapes``: ``n`` (default 1000) generated ``size`` x ``size`` (default 96) images of one
   coloured shape (circle, square, triangle, star, cross) at a random position, scale and
   rotation on a textured background (stripes, checks, noise, gradient), with the exact
@@ -10,7 +15,8 @@
   only on ``seed`` and ``i``, so ``n=500`` is the first half of ``n=1000``; labels cycle
   through the classes. Options: ``n``, ``size``, ``seed``.
 
-Options follow the name as a query string: ``builtin:shapes?n=500&size=64&seed=1``.
+Options follow the name as a query string: ``builtin:shapes?n=500&size=64&seed=1``; they are
+integers except ``shift``.
 Generated sets are cached per process.
 
 Examples:
@@ -71,6 +77,9 @@ def load_builtin(spec: str) -> BuiltinSet:
         if key not in defaults:
             raise DataError(f"unknown option {key!r} in {spec!r}; {PREFIX}{name} takes "
                             + ", ".join(f"{k} (default {v})" for k, v in defaults.items()))
+        if isinstance(defaults[key], str):
+            options[key] = value
+            continue
         try:
             options[key] = int(value)
         except ValueError:
@@ -79,17 +88,41 @@ def load_builtin(spec: str) -> BuiltinSet:
 
 
 @functools.lru_cache(maxsize=4)
-def _digits(size: int) -> BuiltinSet:
+def _digits(size: int, canvas: int = 0, shift: str = "center", seed: int = 0) -> BuiltinSet:
     from sklearn.datasets import load_digits
 
     if not 8 <= size <= 1024:
         raise DataError(f"builtin:digits size={size} must be between 8 and 1024")
+    if shift not in ("center", "random"):
+        raise DataError(f"builtin:digits shift={shift!r} must be 'center' or 'random'")
+    if canvas and not size <= canvas <= 4096:
+        raise DataError(f"builtin:digits canvas={canvas} must be at least size={size} (and at most 4096), "
+                        f"or 0 for no canvas")
+    if shift == "random" and not canvas:
+        raise DataError("builtin:digits shift=random needs a canvas larger than the digit, e.g. "
+                        "builtin:digits?canvas=96&shift=random")
     d = load_digits()
     ink = torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None]  # (N, 1, 8, 8), 1 = ink
     ink = F.interpolate(ink, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-    gray = torch.round(255.0 * (1.0 - ink)).to(torch.uint8)
-    images = gray.expand(-1, 3, -1, -1).contiguous().numpy()
+    gray = torch.round(255.0 * (1.0 - ink)).to(torch.uint8).numpy()  # (N, 1, size, size)
+    if canvas:
+        gray = _place_on_canvas(gray, canvas, shift, seed)
+    images = np.ascontiguousarray(np.broadcast_to(gray, (len(gray), 3) + gray.shape[2:]))
     return _frozen(BuiltinSet("digits", images, d.target.astype(np.int64), [str(c) for c in range(10)]))
+
+
+def _place_on_canvas(tiles: np.ndarray, canvas: int, shift: str, seed: int) -> np.ndarray:
+    """``(N, 1, s, s)`` uint8 tiles -> ``(N, 1, canvas, canvas)`` on blank paper (255), each tile at the centre
+    or at a random offset drawn from ``default_rng([seed, i])`` (uniform over the ``canvas - s + 1`` positions)."""
+    n, s = len(tiles), tiles.shape[-1]
+    out = np.full((n, 1, canvas, canvas), 255, np.uint8)
+    for i in range(n):
+        if shift == "random":
+            top, left = np.random.default_rng([seed, i]).integers(0, canvas - s + 1, size=2)
+        else:
+            top = left = (canvas - s) // 2
+        out[i, :, top:top + s, left:left + s] = tiles[i]
+    return out
 
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -198,6 +231,6 @@ def _frozen(s: BuiltinSet) -> BuiltinSet:
 
 
 _SETS = {
-    "digits": (_digits, {"size": 64}),
+    "digits": (_digits, {"size": 64, "canvas": 0, "shift": "center", "seed": 0}),
     "shapes": (_shapes, {"n": 1000, "size": 96, "seed": 0}),
 }

@@ -116,6 +116,26 @@ def sample_crop_boxes(sizes: Tensor, scale: Sequence[float], ratio: Sequence[flo
     return box.long()
 
 
+def _pad_images(images: Tensor, sizes: Tensor, pad: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Each image centred on a ``1 + 2·pad`` larger canvas of its border colour (uint8 B×3×H'×W').
+
+    The fill is the per-channel median of the image's outermost ring of pixels (replicating the edge
+    rows instead would draw streaks wherever the content touches the border, as digits' strokes do).
+    Returns the padded batch (top-left aligned as before), the new valid sizes (B×2) and each image's
+    (top, left) offset in its canvas (B×2 long).
+    """
+    offsets = torch.round(sizes.double() * pad).long()
+    new_sizes = sizes + 2 * offsets
+    h_max, w_max = (int(v) for v in new_sizes.max(0).values)
+    out = images.new_empty((images.shape[0], 3, h_max, w_max))
+    for i, ((h, w), (ph, pw)) in enumerate(zip(sizes.tolist(), offsets.tolist())):
+        img = images[i, :, :h, :w]
+        ring = torch.cat([img[:, 0], img[:, -1], img[:, :, 0], img[:, :, -1]], 1)  # 3×(2h+2w)
+        out[i, :, : h + 2 * ph, : w + 2 * pw] = ring.median(dim=1).values[:, None, None]
+        out[i, :, ph:ph + h, pw:pw + w] = img
+    return out, new_sizes, offsets
+
+
 def _fill_padding(images: Tensor, sizes: Tensor) -> Tensor:
     """Replace each image's padded area by its replicated last valid row/column (B×3×H×W)."""
     b, c, hp, wp = images.shape
@@ -231,6 +251,13 @@ class MultiCrop:
         interpolation: "bicubic" (as the DINO family trains) or "bilinear": about 1.6x faster on CPU
             and, with the mip-mapping, as close to PIL's antialiased bicubic resize as "bicubic" is.
         blur_kernel_size: odd kernel size, or None for ``2·ceil(3·sigma_max)+1``.
+        pad: zoom-out and translation jitter (default 0: off). Each image is first set on a canvas
+            ``1 + 2·pad`` times its height and width, filled with its border colour (the median of its
+            outermost pixels: the paper of a scanned digit), and the crops' scales are fractions of that
+            canvas: at ``pad=0.25`` a crop of scale 1 shows the image at 2/3 of its side, anywhere
+            within the canvas. RandomResizedCrop alone only zooms in; objects that appear at other
+            positions and sizes than in training (a digit anywhere on a page) need this. Boxes in
+            :class:`Crops` stay in the source image's pixels (they may then reach outside it).
 
     Shapes: ``images`` uint8 B×3×H×W (each image top-left aligned, padded beyond ``sizes``), ``sizes``
     B×2 long valid (height, width) -> :class:`Crops`, on the images' device.
@@ -252,7 +279,7 @@ class MultiCrop:
                  solarize_p: Sequence[float] = (0.0, 0.2), solarize_threshold: float = 128 / 255,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  gram_size: int | None = None, interpolation: str = "bicubic",
-                 blur_kernel_size: int | None = None) -> None:
+                 blur_kernel_size: int | None = None, pad: float = 0.0) -> None:
         for name, v in (("global_size", global_size), ("local_size", local_size)):
             if int(v) < 1:
                 raise ConfigError(f"{name}={v!r} must be a positive number of pixels, e.g. 224")
@@ -262,6 +289,9 @@ class MultiCrop:
             raise ConfigError(f"gram_size={gram_size!r} must be a positive number of pixels or None")
         if interpolation not in ("bicubic", "bilinear"):
             raise ConfigError(f"interpolation={interpolation!r} is not supported; use 'bicubic' or 'bilinear'")
+        if not 0.0 <= float(pad) <= 4.0:
+            raise ConfigError(f"pad={pad!r} must be a fraction of the image side in [0, 4], e.g. 0.25 (0: off)")
+        self.pad = float(pad)
         if not 0.0 <= hflip_p <= 1.0:
             raise ConfigError(f"hflip_p={hflip_p!r} must be a probability in [0, 1]")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
@@ -329,6 +359,9 @@ class MultiCrop:
                 or bool((sizes_cpu[:, 1] > wp).any()):
             raise DataError(f"sizes must be B×2 valid (height, width) within the padded {hp}×{wp} images, "
                             f"got shape {tuple(sizes_cpu.shape)}; pass the loader's 'sizes' with its 'images'")
+        padded = self.pad > 0 and b > 0
+        if padded:
+            images, sizes_cpu, offsets = _pad_images(images, sizes_cpu, self.pad)
         # Every random draw, in a fixed order, before any pixel work.
         dev = generator.device if generator is not None else torch.device("cpu")
         n_l = self.n_local
@@ -376,6 +409,9 @@ class MultiCrop:
             run(0, b)
         else:
             _run_chunks_on_cpu(run, b, sum(3 * g.k * g.size**2 for g in groups))
+        if padded:  # back to the source image's pixels
+            gboxes, lboxes = (bx - torch.cat([offsets, offsets.new_zeros(offsets.shape)], 1).to(bx.device)
+                              .repeat(len(bx) // b, 1) for bx in (gboxes, lboxes))
         return Crops(global_crops=groups[0].out, local_crops=groups[1].out,
                      gram_crops=groups[2].out if self.gram_size is not None else None,
                      global_boxes=gboxes, local_boxes=lboxes, global_flips=gflips, local_flips=lflips)

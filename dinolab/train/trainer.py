@@ -79,7 +79,8 @@ class TrainingDiverged(DinolabError):
 
 @dataclass
 class TrainResult:
-    """What a run produced. ``knn`` / ``knn_random_init``: top-1 accuracy per k (labelled data only)."""
+    """What a run produced. ``knn`` / ``knn_random_init`` / ``knn_raw_pixels``: top-1 accuracy per k (labelled
+    data only)."""
 
     run_dir: Path
     iterations: int
@@ -90,6 +91,7 @@ class TrainResult:
     stopped_by: str | None  # "SIGTERM" / "SIGINT" when interrupted, None when finished
     wall_time: float
     exported: Path | None = None  # the backbone to use: EMA teacher, or EMA student when distilling
+    knn_raw_pixels: dict[int, float] | None = None  # the same k-NN on the images' [0, 1] pixels
 
 
 def default_run_dir() -> Path:
@@ -456,21 +458,31 @@ class Trainer:
         """The closing messages (stop, final k-NN against random initialisation, bad files) and the result."""
         total = self.schedules.total_iters
         stopped = self._stop if done < total else None
-        knn_random = None
+        knn_random = knn_raw = None
         if stopped:
             _say(f"stopped by {stopped} at step {done}; checkpoint saved. Continue with: "
                  f"dinolab train --resume {self.run_dir}")
         elif done == start:
             _say(f"{self.run_dir} already finished its {total} steps; raise train.epochs to train longer")
         elif self.last_knn is not None and self.rank == 0:
+            from ..eval.baselines import raw_pixel_knn
+
             knn_random = self.knn_random_init()
+            e = self.config.eval
+            with warnings_held_back():  # unreadable files were named by the k-NN evaluations already
+                knn_raw = raw_pixel_knn(self.data.train, self.data.val, e.image_size or self.config.crops.global_crops_size,
+                                        k=e.knn_k, temperature=e.knn_temperature, device=self.device)
+            self.metrics.write({"step": done, **{f"knn_top1_random_init@{k}": v for k, v in knn_random.items()},
+                                **{f"knn_top1_raw_pixels@{k}": v for k, v in knn_raw.items()}})
+            self.metrics.close()
             k = 20 if 20 in self.last_knn else max(self.last_knn)
             _say(f"final k-NN top-1 (k={k}): {self.last_knn[k]:.1%} after pretraining vs {knn_random[k]:.1%} for the "
-                 f"same architecture at random initialisation")
+                 f"same architecture at random initialisation and {knn_raw[k]:.1%} on raw pixels")
         if self.rank == 0 and self.bad_file_report().count:
             _say(self.bad_file_report().summary())
         return TrainResult(run_dir=self.run_dir, iterations=done, epochs=done / self.iters_per_epoch,
                            loss=last_record.get("loss"), knn=self.last_knn, knn_random_init=knn_random,
+                           knn_raw_pixels=knn_raw,
                            stopped_by=stopped, wall_time=time.perf_counter() - t_start,
                            exported=self.run_dir / self.teacher_strategy.export_name)
 

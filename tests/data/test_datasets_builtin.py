@@ -102,3 +102,52 @@ def test_builtin_errors_name_the_fix():
         ImageDataset("builtin:shapes?n=many")
     with pytest.raises(DataError, match="between 16"):
         ImageDataset("builtin:shapes?size=4")
+
+
+def _ink_box(img: np.ndarray) -> tuple[int, int]:
+    """(top, left) of the bounding box of the pixels darker than paper in a 2-D uint8 image."""
+    rows, cols = np.nonzero(img < 255)
+    return int(rows.min()), int(cols.min())
+
+
+def test_digits_on_a_canvas_are_the_same_digits_moved_with_their_labels():
+    plain = load_builtin("builtin:digits")
+    centred = load_builtin("builtin:digits?canvas=96")
+    moved = load_builtin("builtin:digits?canvas=96&shift=random")
+    assert centred.images.shape == moved.images.shape == (1797, 3, 96, 96)
+    assert (moved.labels == plain.labels).all() and moved.classes == plain.classes
+    assert (centred.images[:, :, 16:80, 16:80] == plain.images).all()
+    offsets = []
+    for i in range(60):
+        tile, img = plain.images[i, 0], moved.images[i, 0]
+        (t0, l0), (t1, l1) = _ink_box(tile), _ink_box(img)
+        top, left = t1 - t0, l1 - l0  # where the 64 px tile sits in the canvas
+        assert 0 <= top <= 32 and 0 <= left <= 32
+        assert (img[top:top + 64, left:left + 64] == tile).all()
+        rest = img.copy()
+        rest[top:top + 64, left:left + 64] = 255
+        assert (rest == 255).all()  # blank paper around the digit
+        offsets.append((top, left))
+    offsets = np.array(offsets)
+    assert len({tuple(o) for o in offsets}) > 40 and offsets.std(axis=0).min() > 6  # spread, not centred
+    assert offsets.min() <= 4 and offsets.max() >= 28
+
+
+def test_shifted_digits_are_deterministic_per_seed():
+    from dinolab.data.builtin import _digits
+
+    a = load_builtin("builtin:digits?size=16&canvas=32&shift=random").images.copy()
+    _digits.cache_clear()
+    b = load_builtin("builtin:digits?size=16&canvas=32&shift=random").images
+    c = load_builtin("builtin:digits?size=16&canvas=32&shift=random&seed=1").images
+    assert (a == b).all() and not (a == c).all()
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("builtin:digits?shift=random", "needs a canvas"),
+    ("builtin:digits?canvas=32", "must be at least size=64"),
+    ("builtin:digits?canvas=96&shift=left", "'center' or 'random'"),
+])
+def test_bad_canvas_options_are_named(spec, message):
+    with pytest.raises(DataError, match=message):
+        load_builtin(spec)

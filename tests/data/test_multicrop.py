@@ -290,3 +290,41 @@ def test_cuda_matches_cpu():
     assert gpu.global_crops.device.type == "cuda"
     for f in ("global_crops", "local_crops", "gram_crops"):
         torch.testing.assert_close(getattr(gpu, f).cpu(), getattr(cpu, f), atol=1e-3, rtol=0)
+
+
+# ---------------------------------------------------------------- pad (zoom-out and translation)
+
+def test_pad_sets_the_image_on_a_canvas_of_its_border_colour():
+    img = torch.full((1, 3, 16, 16), 250, dtype=torch.uint8)
+    img[0, :, :, 7:9] = 0  # a stroke from the top edge to the bottom: replicating the edge would streak it
+    img[0, 0, 3:6, 3:6] = 120
+    big = torch.zeros(1, 3, 20, 24, dtype=torch.uint8)  # padded batch: the valid region is the top-left 16x16
+    big[..., :16, :16] = img
+    mc = _plain(global_size=24, local_size=8, n_local=1, global_scale=(1.0, 1.0), ratio=(1.0, 1.0),
+                pad=0.25, interpolation="bilinear")
+    crops = mc(big, torch.tensor([[16, 16]]), _gen())
+    expected = torch.full((3, 24, 24), 250 / 255)  # 16 px + 4 px of paper on each side, whole canvas crop
+    expected[:, 4:20, 4:20] = img[0] / 255
+    assert torch.equal(crops.global_boxes, torch.tensor([[-4, -4, 24, 24]] * 2))  # in the source's pixels
+    torch.testing.assert_close(_unnorm(crops.global_crops)[0], expected, atol=1e-5, rtol=0)
+    top, left, h, w = crops.local_boxes[0].tolist()
+    assert -4 <= top and top + h <= 20 and -4 <= left and left + w <= 20
+
+
+def test_pad_places_the_object_at_varied_positions_and_sizes():
+    img = torch.full((1, 3, 32, 32), 255, dtype=torch.uint8)
+    img[0, :, 8:24, 8:24] = 0  # a black square on white
+    mc = _plain(global_size=32, local_size=8, n_local=0, global_scale=(0.4, 1.0), pad=0.5,
+                interpolation="bilinear")
+    crops = mc(img.expand(200, -1, -1, -1).contiguous(), torch.tensor([[32, 32]] * 200), _gen(3))
+    dark = _unnorm(crops.global_crops)[:, 0] < 0.5  # (400, 32, 32)
+    rows, cols = torch.arange(32.0), torch.arange(32.0)
+    area = dark.float().sum((1, 2))
+    cy = (dark.float().sum(2) * rows).sum(1) / area.clamp(min=1)
+    cx = (dark.float().sum(1) * cols).sum(1) / area.clamp(min=1)
+    seen = area > 0
+    # a 64 px canvas, crops of 40-64 px: the 16 px square is 8-12.8 px in the 32 px crop (16-32 px without pad)
+    assert 55 < area.min() < 80 and 140 < area.max() < 180
+    assert cy[seen].std() > 3 and cx[seen].std() > 3  # and moved about
+    with pytest.raises(ConfigError, match="pad=-0.1"):
+        MultiCrop(pad=-0.1)

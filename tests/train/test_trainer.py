@@ -85,6 +85,19 @@ def test_teacher_export_and_knn(tiny, tmp_path):
     assert knn_records == [{"step": 3, "epoch": 0, "knn_top1@3": result.knn[3]}]
 
 
+def test_the_run_reports_raw_pixel_knn_next_to_random_init(tiny, tmp_path, capsys):
+    from dinolab.eval.baselines import raw_pixel_knn
+
+    trainer = Trainer(tiny("train.epochs=1", "eval.knn_every=1", "eval.knn_k=[3]"), tmp_path)
+    result = trainer.fit()
+    expected = raw_pixel_knn(trainer.data.train, trainer.data.val, 16, k=(3,))  # the run's 16 px crops
+    assert result.knn_raw_pixels == expected
+    final = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "knn_top1_raw_pixels@3" in r]
+    assert final == [{"step": 3, "knn_top1_random_init@3": result.knn_random_init[3],
+                      "knn_top1_raw_pixels@3": expected[3]}]
+    assert f"and {expected[3]:.1%} on raw pixels" in capsys.readouterr().err
+
+
 def test_pretrained_initialises_both_backbones_and_checks_the_architecture(tiny, tmp_path):
     import dinolab
 
