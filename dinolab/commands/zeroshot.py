@@ -39,11 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import csv
     import io
+    import sys
+    import warnings
 
     from ..errors import ConfigError
     from ..io import atomic_save_text, check_writable
     from ..text import load_aligned, zeroshot_classify
     from ..text.aligned import images_or_embeddings
+    from ..text.vocab import UnknownWordsWarning, check_class_names
     from ..text.zeroshot import DEFAULT_TEMPLATES, class_name_from_folder
 
     out = check_writable(args.out, force=args.force) if args.out else None
@@ -56,9 +59,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise ConfigError(f"{args.data} has no class folders, so the classes must be given: "
                           f"--classes \"cat,dog,...\"")
-    result = zeroshot_classify(model, images, classes, templates=tuple(args.template or DEFAULT_TEMPLATES),
-                               batch_size=args.batch_size, device=args.device, precision=args.precision,
-                               num_workers=args.num_workers)
+    templates = tuple(args.template or DEFAULT_TEMPLATES)
+    for message in check_class_names(model.tokenizer, classes, templates):
+        print(f"warning: {message}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownWordsWarning)  # printed above
+        result = zeroshot_classify(model, images, classes, templates=templates, batch_size=args.batch_size,
+                                   device=args.device, precision=args.precision, num_workers=args.num_workers)
     if out is not None:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
