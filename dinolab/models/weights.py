@@ -35,7 +35,8 @@ from ..io import atomic_write
 from .formats import dinolab_format, hf, official
 from .formats.hf import export_hf
 from .formats.infer import detect_family, infer_config
-from .formats.tensor_files import refuse_non_float, read_safetensors, read_torch_file, write_safetensors
+from .formats.tensor_files import (file_head, is_safetensors_content, read_safetensors, read_torch_file,
+                                   refuse_non_float, write_safetensors)
 from .vit import VisionTransformer
 
 __all__ = ["load_model", "save_model", "export_hf", "export_official", "read_weights", "detect_format",
@@ -149,7 +150,7 @@ def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
     if p.suffix == ".json":
         raise WeightsError(f"{p}: a JSON file that is neither a dinolab model description nor an HF config.json of "
                            f"a Dinov2/DINOv3 model")
-    if p.suffix == ".safetensors":
+    if p.suffix == ".safetensors" or is_safetensors_content(file_head(p)):  # also a safetensors file named .pth
         return "safetensors", p
     return "torch", p
 
