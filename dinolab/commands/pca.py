@@ -19,7 +19,8 @@ from ._visual import add_model_arguments
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("weights", metavar="WEIGHTS", help="any weights file or folder dinolab.load_model reads")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="image files, folders of images or builtin:NAME[?n=N]")
     add_model_arguments(parser)
     parser.add_argument("--joint", action="store_true",
                         help="fit one PCA on the patches of all images together (comparable colours)")

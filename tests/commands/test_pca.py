@@ -80,3 +80,13 @@ def test_pca_says_when_the_foreground_split_failed(weights, tmp_path, capsys, mo
     assert "did not split foreground from background in b " in printed and " a," not in printed
     b = np.asarray(Image.open(out / "b_pca.png"))
     assert not (b == 0).all(axis=2).all()  # the full picture, not solid black
+
+
+def test_pca_takes_a_builtin_set_as_the_readme_says(weights, tmp_path):
+    out = tmp_path / "out"
+    assert main(["pca", weights, "builtin:shapes?n=3&size=32", "--out", str(out), "--image-size", "32"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["pca_sheet.png", "shapes_0_pca.png", "shapes_1_pca.png",
+                                                     "shapes_2_pca.png"]
+    pictures = [np.asarray(Image.open(out / f"shapes_{i}_pca.png")) for i in range(3)]
+    assert all(p.shape == (32, 32, 3) for p in pictures)
+    assert not np.array_equal(pictures[0], pictures[1])  # different images, not one repeated
