@@ -75,7 +75,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", p
 
     Returns:
         a :class:`VisionTransformer` whose ``forward_features`` gives CLS (B, D), registers (B, R, D)
-        and patches (B, N, D).
+        and patches (B, N, D) after the final norm, ``prenorm`` (B, 1+R+N, D) and ``masks`` (None unmasked).
 
     Raises:
         WeightsError: unknown format, unsafe pickle, or tensors that do not fit (names the keys).
