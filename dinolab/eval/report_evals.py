@@ -174,8 +174,8 @@ def sibling_results(run: Path) -> list[Path]:
 
 
 CSS = """
-.eval td{text-align:right}.eval td:first-child{text-align:left}
-.bar{position:relative;width:160px;height:16px;background:#eef1f6;border-radius:3px}
+.eval td{text-align:right}.eval td:first-child{text-align:left}.eval caption{white-space:nowrap}
+.bar{position:relative;width:160px;height:16px;background:#eef1f6;border-radius:3px;text-align:left}
 .bar .fill{position:absolute;left:0;top:0;bottom:0;background:#a9c4ee;border-radius:3px}
 .bar span{position:relative;padding-left:4px;font-size:12px;line-height:16px}
 """
