@@ -31,14 +31,24 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def image_inputs(inputs: Sequence[str]) -> list[str]:
-    """Image paths from files and folders given on the command line; a clear error when there are none."""
+    """Image paths from files, folders and built-in sets given on the command line; a clear error when there
+    are none. Image ``i`` of a built-in set ``SPEC`` is named ``SPEC/<set>_<i>`` (see :func:`_load_input`)."""
+    from ..data.builtin import is_builtin, load_builtin
     from ..errors import DataError
     from ..eval.viz import image_paths
 
-    missing = [p for p in inputs if not os.path.exists(p)]
+    missing = [p for p in inputs if not is_builtin(p) and not os.path.exists(p)]
     if missing:
-        raise DataError(f"{missing[0]} does not exist; give image files or folders of images")
-    paths = image_paths(inputs)
+        raise DataError(f"{missing[0]} does not exist; give image files, folders of images or a built-in set "
+                        f"(builtin:shapes?n=8)")
+    paths = []
+    for item in inputs:
+        if is_builtin(item):
+            data = load_builtin(item)
+            width = len(str(len(data.images) - 1))
+            paths += [f"{item}/{data.name}_{i:0{width}d}" for i in range(len(data.images))]
+        else:
+            paths += image_paths([item])
     if not paths:
         raise DataError(f"no images found in {', '.join(inputs)}; give image files or folders that contain images")
     return paths
@@ -79,6 +89,19 @@ def report_unreadable(bad: list[tuple[str, str]], total: int, what: str = "image
                     f"other {done}); fix or remove those files and run again")
 
 
+def _load_input(path: str, min_size: int):
+    """``(3, H, W)`` uint8 image of a path from :func:`image_inputs` (a file, or an image of a built-in set)."""
+    import torch
+
+    from ..data.builtin import is_builtin, load_builtin
+    from ..data.decode import decode_image
+
+    if is_builtin(path):
+        spec, _, item = path.rpartition("/")
+        return torch.from_numpy(load_builtin(spec).images[int(item.rsplit("_", 1)[1])].copy())
+    return decode_image(path, min_size=min_size)
+
+
 def prepared_images(paths: Sequence[str], stems: Sequence[str], patch_size: int, preprocess,
                     bad: list[tuple[str, str]], desc: str, progress: bool = True):
     """Yield ``(stem, resized uint8 3×H×W, normalised float 3×H×W)`` per readable image.
@@ -87,12 +110,12 @@ def prepared_images(paths: Sequence[str], stems: Sequence[str], patch_size: int,
     """
     from tqdm import tqdm
 
-    from ..data.decode import UnreadableImage, decode_image
+    from ..data.decode import UnreadableImage
     from ..eval.viz import prepare_image
 
     for path, stem in tqdm(list(zip(paths, stems)), desc=desc, disable=None if progress else True):
         try:
-            image = decode_image(path, min_size=preprocess.image_size)
+            image = _load_input(path, preprocess.image_size)
         except UnreadableImage as e:
             bad.append((e.path, e.reason))
             continue

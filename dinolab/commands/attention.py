@@ -18,7 +18,8 @@ from ._visual import add_model_arguments
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("weights", metavar="WEIGHTS", help="any weights file or folder dinolab.load_model reads")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="image files, folders of images or builtin:NAME[?n=N]")
     add_model_arguments(parser)
     parser.add_argument("--keep", type=float, default=0.6,
                         help="share of each map's attention mass the mask keeps (default 0.6, as DINO)")

@@ -3,8 +3,9 @@
 Each episode draws k support images per class from DATA, fits the classifier (nearest centroid,
 i.e. prototypes, by default; weighted k-NN or logistic regression on request) and classifies the
 other images of DATA, or all of --query when given. For every k it prints the mean accuracy,
-balanced accuracy and macro-F1 over episodes with a Student-t 95% interval, and names the classes
-skipped for having too few images (k + 1 are needed, k with a separate query set).
+balanced accuracy and macro-F1 over episodes with a Student-t 95% interval, then each class's
+mean recall per k, and names the classes left out for having too few images (k + 1 are needed,
+k with a separate query set); a row's scores are over the classes in its episodes.
 Examples:
   dinolab fewshot dinov2_vits14.pth data/labelled --shots 1 5 10 --episodes 100
   dinolab fewshot --embeddings labelled.npz --classifier knn --out fewshot.json
@@ -53,13 +54,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.classifier} few-shot on {len(data)} images, {args.episodes} episodes per k, {where}")
     rows = []
     for k, r in res.items():
+        n_cls = f"{r['n_classes']} of {r['n_classes'] + len(r['skipped_classes'])}" if r["skipped_classes"] \
+            else r["n_classes"]
         if "skipped" in r:
-            rows.append((k, r["n_classes"], "-", "-", "-", "-"))
+            rows.append((k, n_cls, "-", "-", "-", "-"))
             continue
         acc = r["accuracy"]
-        rows.append((k, r["n_classes"], pct(acc["mean"]), "± " + pct(acc["half_width"]),
+        rows.append((k, n_cls, pct(acc["mean"]), "± " + pct(acc["half_width"]),
                      pct(r["balanced_accuracy"]["mean"]), pct(r["macro_f1"]["mean"])))
     print(table(["k", "classes", "accuracy %", "95% CI", "balanced %", "macro-F1 %"], rows))
+    scored = [k for k, r in res.items() if "skipped" not in r]
+    names = list(dict.fromkeys(n for k in scored for n in res[k]["per_class_recall"]))
+    if names:
+        print(table(["class"] + [f"k={k} recall %" for k in scored],
+                    [[n] + [pct(res[k]["per_class_recall"][n]["mean"]) if n in res[k]["per_class_recall"] else
+                            "left out" for k in scored] for n in names], "per-class recall (mean over episodes)"))
     for k, r in res.items():
         if "skipped" in r:
             print(f"note: k={k} skipped: {r['skipped']}")
@@ -67,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
             names = ", ".join(f"{c} ({n})" for c, n in list(r["skipped_classes"].items())[:8])
             print(f"note: k={k}: classes with too few images left out: {names}"
                   f"{' ...' if len(r['skipped_classes']) > 8 else ''}")
+    if any(r["skipped_classes"] for r in res.values()):
+        print("note: a row with \"N of M\" classes left the others out for too few images; its scores, balanced "
+              "accuracy and macro-F1 included, are over those N classes only")
     print("note: 95% CI is the Student-t interval of the mean over episodes")
     write_json(args, {"command": "fewshot", "classifier": args.classifier, "episodes": args.episodes,
                       "n_images": len(data), "n_query_images": None if query is None else len(query),

@@ -2,7 +2,8 @@
 
 DINOv2's visualisation: PCA of the patch features; the first component separates foreground
 from background (the side holding most border patches is background, shown black); a second
-PCA on the foreground patches gives red, green and blue. For every IMAGE writes
+PCA on the foreground patches gives red, green and blue. An image whose split fails (no
+foreground patch, or every patch foreground) is named and shown whole. For every IMAGE writes
 <stem>_pca.png into DIR, and pca_sheet.png with each image next to its picture.
 --joint fits one PCA on all images together, so the same part gets the same colour everywhere.
 Example:
@@ -18,7 +19,8 @@ from ._visual import add_model_arguments
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("weights", metavar="WEIGHTS", help="any weights file or folder dinolab.load_model reads")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="image files, folders of images or builtin:NAME[?n=N]")
     add_model_arguments(parser)
     parser.add_argument("--joint", action="store_true",
                         help="fit one PCA on the patches of all images together (comparable colours)")
@@ -51,9 +53,14 @@ def run(args: argparse.Namespace) -> int:
 
     remove_bg = not args.keep_background
     if args.joint and done:
-        pictures = pca_rgb([f for _, _, f in done], remove_background=remove_bg).pictures
+        fits = [pca_rgb([f for _, _, f in done], remove_background=remove_bg)]
     else:
-        pictures = [pca_rgb([f], remove_background=remove_bg).pictures[0] for _, _, f in done]
+        fits = [pca_rgb([f], remove_background=remove_bg) for _, _, f in done]
+    pictures = [p for fit in fits for p in fit.pictures]
+    failed = [stem for (stem, _, _), bad in zip(done, [b for fit in fits for b in fit.split_failed]) if bad]
+    if failed:
+        print(f"note: the first component did not split foreground from background in {', '.join(failed)} "
+              f"(no patch or every patch came out foreground); showing the full PCA picture there")
     tiles, labels = [], []
     for (stem, resized, _), pic in zip(done, pictures):
         size = (resized.shape[1], resized.shape[2])

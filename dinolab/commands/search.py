@@ -31,15 +31,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+    import warnings
+
     from ..eval.options import InferenceOptions
     from ..io import check_writable
     from ..text import embed_images, load_aligned, text_search
     from ..text.aligned import AlignedEmbeddings, images_or_embeddings
+    from ..text.vocab import UnknownWordsWarning, check_query
 
     save = check_writable(args.save_embeddings, force=args.force) if args.save_embeddings else None
     options = InferenceOptions.from_args(args)
     model = load_aligned(args.aligned, weights=args.weights, device=options.device)
     model.preprocess = options.preprocess_for(model, announce="search")
+    for message in check_query(model.tokenizer, args.text):  # before the images are read
+        print(f"warning: {message}", file=sys.stderr)
     images = images_or_embeddings(args.data, model)
     if not isinstance(images, AlignedEmbeddings):
         images = embed_images(model, images, batch_size=options.batch_size, device=options.device,
@@ -47,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
                               progress=options.progress)
     if save is not None:
         images.save(save)
-    hits = text_search(model, args.text, images, top_k=args.top_k)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownWordsWarning)  # printed above
+        hits = text_search(model, args.text, images, top_k=args.top_k)
     for h in hits:
         print(f"{h.rank}\t{h.score:.4f}\t{h.path}")
     if images.bad:

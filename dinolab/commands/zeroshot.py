@@ -39,12 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import csv
     import io
+    import sys
+    import warnings
 
     from ..errors import ConfigError
     from ..eval.options import InferenceOptions
     from ..io import atomic_save_text, check_writable
     from ..text import load_aligned, zeroshot_classify
     from ..text.aligned import images_or_embeddings
+    from ..text.vocab import UnknownWordsWarning, check_class_names
     from ..text.zeroshot import DEFAULT_TEMPLATES, class_name_from_folder
 
     out = check_writable(args.out, force=args.force) if args.out else None
@@ -59,9 +62,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise ConfigError(f"{args.data} has no class folders, so the classes must be given: "
                           f"--classes \"cat,dog,...\"")
-    result = zeroshot_classify(model, images, classes, templates=tuple(args.template or DEFAULT_TEMPLATES),
-                               batch_size=options.batch_size, device=options.device,
-                               precision=options.precision, num_workers=options.num_workers)
+    templates = tuple(args.template or DEFAULT_TEMPLATES)
+    for message in check_class_names(model.tokenizer, classes, templates):
+        print(f"warning: {message}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownWordsWarning)  # printed above
+        result = zeroshot_classify(model, images, classes, templates=templates, batch_size=options.batch_size,
+                                   device=options.device, precision=options.precision,
+                                   num_workers=options.num_workers)
     if out is not None:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

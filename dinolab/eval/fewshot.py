@@ -124,9 +124,11 @@ def few_shot_episodes(feats, labels, shots: Sequence[int] = (1, 5, 10), n_episod
     Returns:
         ``{k: result}`` where result holds ``accuracy``, ``balanced_accuracy`` and ``macro_f1`` (each the
         dict of :func:`mean_confidence_interval` over episodes), ``n_classes`` (classes in the episodes),
-        ``skipped_classes`` (``{name: image count}`` of classes with too few images for k: fewer than
-        k + 1 without a query set, fewer than k with one) and ``notes``. When fewer than two classes
-        remain for some k, that result has ``skipped`` (the reason) instead of scores.
+        ``per_class_recall`` (``{name: interval dict}`` of each class's recall over episodes, for the classes
+        in the episodes), ``skipped_classes`` (``{name: image count}`` of classes with too few images for k:
+        fewer than k + 1 without a query set, fewer than k with one; they are left out of that k's episodes,
+        so its balanced accuracy and macro-F1 are over the remaining classes) and ``notes``. When fewer than
+        two classes remain for some k, that result has ``skipped`` (the reason) instead of scores.
     """
     if classifier not in CLASSIFIERS:
         raise ConfigError(f"classifier={classifier!r} must be one of {', '.join(CLASSIFIERS)}")
@@ -167,6 +169,7 @@ def few_shot_episodes(feats, labels, shots: Sequence[int] = (1, 5, 10), n_episod
             out[k] = res
             continue
         scores = {"accuracy": [], "balanced_accuracy": [], "macro_f1": []}
+        recalls: dict[str, list[float]] = {names[i]: [] for i in eligible}
         for _ in tqdm(range(n_episodes), desc=f"{k}-shot", disable=None if progress else True, leave=False):
             sup, qry = [], []
             for cls in eligible:
@@ -179,10 +182,13 @@ def few_shot_episodes(feats, labels, shots: Sequence[int] = (1, 5, 10), n_episod
             sup, qry = np.concatenate(sup), np.concatenate(qry)
             xq, yq = (xq_all[qry], yq_all[qry]) if separate else (x[qry], y[qry])
             pred = _classify(classifier, x[sup], torch.from_numpy(y[sup]), xq, c, knn_k, knn_temperature, logreg_C)
-            rep = classification_report(yq, pred, c)
+            rep = classification_report(yq, pred, names)
             for key in scores:
                 scores[key].append(rep[key])
+            for name in recalls:
+                recalls[name].append(rep["per_class"][name]["recall"])
         for key, vals in scores.items():
             res[key] = mean_confidence_interval(vals, confidence)
+        res["per_class_recall"] = {name: mean_confidence_interval(vals, confidence) for name, vals in recalls.items()}
         out[k] = res
     return out

@@ -16,7 +16,7 @@ cheap for ``N ≫ D``), each component's sign fixed so that its largest loading 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -86,10 +86,13 @@ def first_component_foreground(features: Sequence[torch.Tensor], threshold: floa
 
 @dataclass
 class PCAPictures:
-    """``pictures``: float ``h×w×3`` in [0, 1] per image (black background); ``foreground``: bool ``h×w``."""
+    """``pictures``: float ``h×w×3`` in [0, 1] per image (black background); ``foreground``: bool ``h×w``;
+    ``split_failed``: per image, True when the first component gave it no foreground patch or nothing but
+    foreground, so its picture is the full PCA (every patch coloured, as with ``remove_background=False``)."""
 
     pictures: list[torch.Tensor]
     foreground: list[torch.Tensor]
+    split_failed: list[bool] = field(default_factory=list)
 
 
 def pca_rgb(features: Sequence[torch.Tensor], remove_background: bool = True, threshold: float = 0.0) -> PCAPictures:
@@ -102,7 +105,9 @@ def pca_rgb(features: Sequence[torch.Tensor], remove_background: bool = True, th
         threshold: cut on the first component.
 
     Returns:
-        :class:`PCAPictures`. If fewer than 3 patches are foreground, all patches are used.
+        :class:`PCAPictures`. An image whose foreground comes out empty or covering every patch (the split
+        failed: a uniform image, or in a joint fit an object that fills the frame) is shown whole and
+        flagged in ``split_failed``; if fewer than 3 patches are foreground in all, all patches are used.
 
     Examples:
         >>> feats = [torch.randn(4, 6, 16), torch.randn(5, 5, 16)]
@@ -113,8 +118,11 @@ def pca_rgb(features: Sequence[torch.Tensor], remove_background: bool = True, th
     if not features:
         raise ValueError("pca_rgb needs at least one feature map")
     features = [f.float() for f in features]
+    failed = [False] * len(features)
     if remove_background:
         fg = first_component_foreground(features, threshold)
+        failed = [not bool(m.any()) or bool(m.all()) for m in fg]
+        fg = [torch.ones_like(m) if bad else m for m, bad in zip(fg, failed)]
         if sum(int(m.sum()) for m in fg) < 3:
             fg = [torch.ones(f.shape[:-1], dtype=torch.bool) for f in features]
     else:
@@ -129,4 +137,4 @@ def pca_rgb(features: Sequence[torch.Tensor], remove_background: bool = True, th
         rgb = ((f - mean) @ comps.T - lo) / scale
         rgb = rgb.clamp(0, 1) * m[..., None]
         pictures.append(rgb)
-    return PCAPictures(pictures=pictures, foreground=fg)
+    return PCAPictures(pictures=pictures, foreground=fg, split_failed=failed)

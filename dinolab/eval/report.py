@@ -8,10 +8,13 @@ What a run directory may hold, and how each part is shown:
   (Agg, PNG). Malformed lines, lines without a numeric ``step`` and non-numeric values are
   skipped and counted in a note; any other numeric key gets a small plot of its own.
 - ``config.yaml``: the resolved configuration, shown verbatim.
-- ``*.json`` (evaluation results of ``knn``, ``linear``, ``fewshot``, ``objects``...): read
-  generically; numbers, strings and nested dicts become tables (dicts of dicts sharing keys
-  become one table with a row per outer key). The architecture JSON that sits next to a
-  ``.safetensors`` file of the same name is skipped.
+- ``*.json`` evaluation results, in the run, next to it (``<run name>*.json`` in its parent folder)
+  or given as ``results``: those of ``knn``, ``linear`` and ``fewshot`` as the tables their commands
+  print, in percent, with per-class recall bars (:mod:`dinolab.eval.report_evals`), preceded by the
+  run's k-NN against random initialisation when ``metrics.jsonl`` or ``summary.json`` has it; any
+  other JSON read generically: numbers, strings and nested dicts become tables (dicts of dicts
+  sharing keys become one table with a row per outer key). The architecture JSON that sits next
+  to a ``.safetensors`` file of the same name is skipped.
 - pictures (``*.png``, ``*.jpg``, ``*.gif``, ``*.webp``; attention / PCA / object sheets):
   embedded, grouped by folder. Where a folder has contact sheets (``*sheet*``) only those are
   shown (they hold the per-image pictures); otherwise at most :data:`MAX_PICTURES_PER_FOLDER`.
@@ -31,9 +34,11 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import DataError
+from .report_evals import CSS as EVAL_CSS
+from .report_evals import random_init_comparison, render_evaluation, result_label, sibling_results
 
 MAX_PICTURES_PER_FOLDER = 24
 MAX_PICTURE_BYTES = 8 * 2 ** 20
@@ -303,8 +308,10 @@ font-weight:600}pre{background:#f3f4f7;padding:10px;border-radius:6px;overflow:a
 """
 
 
-def build_report(run_dir: str | os.PathLike, exclude: tuple[str | os.PathLike, ...] = ()) -> str:
-    """The HTML page for ``run_dir`` (see the module docstring); ``exclude``: files not to embed.
+def build_report(run_dir: str | os.PathLike, exclude: tuple[str | os.PathLike, ...] = (),
+                 results: Sequence[str | os.PathLike] = ()) -> str:
+    """The HTML page for ``run_dir`` (see the module docstring); ``exclude``: files not to embed; ``results``:
+    evaluation JSON files kept elsewhere to show as well.
 
     Raises:
         DataError: ``run_dir`` is not a folder, or holds nothing to report.
@@ -338,10 +345,16 @@ def build_report(run_dir: str | os.PathLike, exclude: tuple[str | os.PathLike, .
         sections.append(("config", "Configuration", f"<pre>{html.escape(text)}</pre>"))
 
     tables = []
-    for p in _walk(run, {".json"}, skip):
-        if p.with_suffix(".safetensors").exists():
-            continue  # architecture of a weights file, not a result
-        rel = html.escape(str(p.relative_to(run)))
+    comparison = random_init_comparison(run)
+    if comparison:
+        tables.append(f"<h3>Pretraining vs random initialisation</h3>{comparison}")
+    inside = [p for p in _walk(run, {".json"}, skip) if not p.with_suffix(".safetensors").exists()
+              and p.name != "summary.json"]  # an architecture next to its weights is not a result
+    for p in dict.fromkeys([*inside, *sibling_results(run), *(Path(r) for r in results)]):
+        rel = html.escape(result_label(p, run))
+        if not p.is_file():
+            raise DataError(f"results file {p} does not exist; give JSON files written by "
+                            f"`dinolab knn|linear|fewshot ... --out F.json`")
         if p.stat().st_size > MAX_JSON_BYTES:
             notes.append(f"{rel} is larger than {MAX_JSON_BYTES >> 20} MiB and was not read")
             continue
@@ -350,7 +363,8 @@ def build_report(run_dir: str | os.PathLike, exclude: tuple[str | os.PathLike, .
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             notes.append(f"{rel} is not valid JSON ({html.escape(str(e))[:120]}) and was skipped")
             continue
-        tables.append(f"<h3>{rel}</h3>{json_tables(data)}")
+        rendered = render_evaluation(data)
+        tables.append(f"<h3>{rel}</h3>{rendered if rendered is not None else json_tables(data)}")
     if tables:
         sections.append(("evaluations", "Evaluations", "".join(tables)))
 
@@ -387,13 +401,15 @@ def build_report(run_dir: str | os.PathLike, exclude: tuple[str | os.PathLike, .
 
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
+            f"<title>{html.escape(title)}</title><style>{CSS}{EVAL_CSS}</style></head><body>"
             f"<header><h1>{html.escape(title)}</h1><p>{html.escape(str(run.resolve()))} · dinolab {__version__}</p>"
             f"</header><nav>{nav}</nav><main>{body}</main></body></html>\n")
 
 
-def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, force: bool = False) -> Path:
-    """Write :func:`build_report` of ``run_dir`` to ``out`` (default ``run_dir/report.html``), atomically.
+def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, force: bool = False,
+                 results: Sequence[str | os.PathLike] = ()) -> Path:
+    """Write :func:`build_report` of ``run_dir`` (and ``results``) to ``out`` (default ``run_dir/report.html``),
+    atomically.
 
     Refuses an existing ``out`` unless ``force``.
     """
@@ -401,6 +417,6 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
 
     target = Path(out) if out is not None else Path(run_dir) / "report.html"
     check_writable(target, force=force)
-    page = build_report(run_dir, exclude=(target,))
+    page = build_report(run_dir, exclude=(target,), results=results)
     atomic_save_text(target, page)
     return target

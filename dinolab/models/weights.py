@@ -35,7 +35,8 @@ from ..io import atomic_write
 from .formats import dinolab_format, hf, official
 from .formats.hf import export_hf
 from .formats.infer import detect_family, infer_config
-from .formats.tensor_files import read_safetensors, read_torch_file, refuse_non_float, write_safetensors
+from .formats.tensor_files import (file_head, is_safetensors_content, read_safetensors, read_torch_file,
+                                   refuse_non_float, write_safetensors)
 from .preprocess import Preprocess, release_defaults
 from .vit import VisionTransformer
 
@@ -76,8 +77,9 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", p
 
     Returns:
         a :class:`VisionTransformer` whose ``forward_features`` gives CLS (B, D), registers (B, R, D)
-        and patches (B, N, D), with ``model.preprocess`` (:class:`~dinolab.models.Preprocess`): the
-        input size and normalisation recorded in the file, or the documented defaults of the release.
+        and patches (B, N, D) after the final norm, ``prenorm`` (B, 1+R+N, D) and ``masks`` (None unmasked),
+        with ``model.preprocess`` (:class:`~dinolab.models.Preprocess`): the input size and normalisation
+        recorded in the file, or the documented defaults of the release.
 
     Raises:
         WeightsError: unknown format, unsafe pickle, or tensors that do not fit (names the keys).
@@ -154,7 +156,7 @@ def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
     if p.suffix == ".json":
         raise WeightsError(f"{p}: a JSON file that is neither a dinolab model description nor an HF config.json of "
                            f"a Dinov2/DINOv3 model")
-    if p.suffix == ".safetensors":
+    if p.suffix == ".safetensors" or is_safetensors_content(file_head(p)):  # also a safetensors file named .pth
         return "safetensors", p
     return "torch", p
 

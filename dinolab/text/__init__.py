@@ -16,9 +16,10 @@ from .search import SearchHit, text_search
 from .text_encoder import TextEncoder
 from .tokenizer import WordTokenizer
 from .vision_head import VisionHead, pooled_features
+from .vocab import UnknownWordsWarning
 from .zeroshot import DEFAULT_TEMPLATES, ZeroShotResult, class_embeddings, zeroshot_classify
 
 __all__ = ["align", "AlignedEmbeddings", "AlignedModel", "embed_images", "load_aligned", "load_embeddings",
            "save_aligned", "ClipLoss", "clip_loss", "Pairs", "load_pairs", "SearchHit", "text_search", "TextEncoder",
            "WordTokenizer", "VisionHead", "pooled_features", "DEFAULT_TEMPLATES", "ZeroShotResult",
-           "class_embeddings", "zeroshot_classify"]
+           "class_embeddings", "zeroshot_classify", "UnknownWordsWarning"]

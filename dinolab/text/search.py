@@ -16,6 +16,7 @@ import torch
 
 from ..errors import ConfigError
 from .aligned import AlignedEmbeddings, AlignedModel, embed_images
+from .vocab import check_query, warn_all
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ def text_search(model: AlignedModel, query: str, images: Any, *, top_k: int = 10
         raise ConfigError("the search text is empty; pass a description such as --text \"a red star\"")
     if top_k < 1:
         raise ConfigError(f"top_k={top_k} must be at least 1")
+    warn_all(check_query(model.tokenizer, query))
     emb = images if isinstance(images, AlignedEmbeddings) else embed_images(
         model, images, batch_size=batch_size, device=device, precision=precision, num_workers=num_workers,
         progress=progress)

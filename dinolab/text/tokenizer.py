@@ -88,6 +88,10 @@ class WordTokenizer:
         """Word ids of ``text`` without special tokens or padding."""
         return [self._ids.get(w, self.unk_id) for w in words(text)]
 
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` outside the vocabulary (each once, in order of appearance); they become ``<unk>``."""
+        return list(dict.fromkeys(w for w in words(text) if w not in self._ids))
+
     def encode(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
         """``(B, L)`` long tensor of ``<bos> words <eos> <pad>...`` rows (``L = context_length``)."""
         if isinstance(texts, str):

@@ -23,18 +23,24 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from .aligned import AlignedEmbeddings, AlignedModel, embed_images
+from .vocab import check_class_names, warn_all
 
 DEFAULT_TEMPLATES = ("a {}.", "a photo of a {}.", "a picture of a {}.", "an image of a {}.")
 
 
 def class_embeddings(model: AlignedModel, classes: Sequence[str],
                      templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:
-    """``(C, E)`` L2-normalised class embeddings: normalised mean of the normalised prompt embeddings."""
+    """``(C, E)`` L2-normalised class embeddings: normalised mean of the normalised prompt embeddings.
+
+    Raises ConfigError for a class name with no word in the model's caption vocabulary (see
+    :mod:`dinolab.text.vocab`); warns :class:`~dinolab.text.vocab.UnknownWordsWarning` when some words are unknown.
+    """
     if not classes:
         raise ConfigError("no class names given; pass at least two, e.g. --classes \"cat,dog\"")
     for t in templates:
         if "{}" not in t:
             raise ConfigError(f"prompt template {t!r} has no '{{}}' where the class name goes, e.g. 'a photo of a {{}}.'")
+    warn_all(check_class_names(model.tokenizer, classes, templates))
     prompts = [t.format(c) for c in classes for t in templates]
     with torch.no_grad():
         emb = model.encode_text(prompts).float().reshape(len(classes), len(templates), -1)
@@ -116,10 +122,10 @@ def zeroshot_classify(model: AlignedModel, images: Any, classes: Sequence[str], 
     """
     if len(classes) < 2:
         raise ConfigError(f"zero-shot classification needs at least two classes, got {list(classes)}")
+    text = class_embeddings(model, classes, templates)  # first: refuses unknown class names before any image work
     emb = images if isinstance(images, AlignedEmbeddings) else embed_images(
         model, images, batch_size=batch_size, device=device, precision=precision, num_workers=num_workers,
         progress=progress)
-    text = class_embeddings(model, classes, templates)
     scores = torch.from_numpy(emb.emb).to(text.device).float() @ text.T
     return ZeroShotResult(emb.paths, list(classes), scores.cpu().numpy(), scores.argmax(1).cpu().numpy(),
                           match_labels(emb.classes, emb.labels, classes), emb.bad)

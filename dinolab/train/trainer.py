@@ -465,6 +465,7 @@ class Trainer:
         elif done == start:
             _say(f"{self.run_dir} already finished its {total} steps; raise train.epochs to train longer")
         elif self.last_knn is not None and self.rank == 0:
+            from ..data.badfiles import warnings_held_back
             from ..eval.baselines import raw_pixel_knn
 
             knn_random = self.knn_random_init()

@@ -74,3 +74,13 @@ def test_attention_help_renders(capsys):
             main(argv)
         assert e.value.code == 0
     assert "attention" in capsys.readouterr().out
+
+
+def test_attention_takes_a_builtin_set(weights, tmp_path):
+    out = tmp_path / "out"
+    assert main(["attention", weights, "builtin:shapes?n=2&size=32", "--out", str(out), "--image-size", "32",
+                 "--device", "cpu"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"shapes_0_attn_mean.png", "shapes_1_mask.png", "shapes_1_sheet.png"} <= names
+    with Image.open(out / "shapes_0_attn_head0.png") as im:
+        assert im.size == (32, 32)

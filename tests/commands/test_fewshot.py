@@ -27,6 +27,14 @@ def test_fewshot_on_embeddings(tmp_path, capsys):
     assert res["1"]["n_classes"] == 4 and res["5"]["n_classes"] == 3
     assert res["5"]["skipped_classes"] == {"class3": 4}
     assert res["5"]["accuracy"]["mean"] == 1.0 and res["5"]["accuracy"]["n"] == 10
+    assert set(res["1"]["per_class_recall"]) == {"class0", "class1", "class2", "class3"}
+    assert set(res["5"]["per_class_recall"]) == {"class0", "class1", "class2"}
+    assert res["5"]["per_class_recall"]["class0"]["mean"] == 1.0
+    lines = printed.splitlines()
+    assert any(line.split()[:2] == ["5", "3"] and "of 4" in line for line in lines)  # the k=5 row: 3 of 4 classes
+    class3 = next(line for line in lines if line.startswith("class3 "))
+    assert class3.split()[1:] == ["100.00", "left", "out"]  # recall at k=1, left out at k=5
+    assert "over those N classes only" in printed
 
 
 @pytest.mark.parametrize("classifier", ["knn", "logreg"])

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import dinolab
@@ -63,3 +64,29 @@ def test_pca_help_renders(capsys):
             main(argv)
         assert e.value.code == 0
     assert "pca" in capsys.readouterr().out
+
+
+def test_pca_says_when_the_foreground_split_failed(weights, tmp_path, capsys, monkeypatch):
+    import dinolab.eval.pca as pca
+
+    imgs = two_images(tmp_path / "imgs")
+    real = pca.first_component_foreground
+    monkeypatch.setattr(pca, "first_component_foreground",  # b's split comes out empty
+                        lambda feats, t=0.0: [m if i == 0 else torch.zeros_like(m) for i, m in enumerate(real(feats, t))])
+    out = tmp_path / "out"
+    assert main(["pca", weights, str(imgs / "a.png"), str(imgs / "b.png"), "--out", str(out), "--image-size", "40",
+                 "--joint"]) == 0
+    printed = capsys.readouterr().out
+    assert "did not split foreground from background in b " in printed and " a," not in printed
+    b = np.asarray(Image.open(out / "b_pca.png"))
+    assert not (b == 0).all(axis=2).all()  # the full picture, not solid black
+
+
+def test_pca_takes_a_builtin_set_as_the_readme_says(weights, tmp_path):
+    out = tmp_path / "out"
+    assert main(["pca", weights, "builtin:shapes?n=3&size=32", "--out", str(out), "--image-size", "32"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["pca_sheet.png", "shapes_0_pca.png", "shapes_1_pca.png",
+                                                     "shapes_2_pca.png"]
+    pictures = [np.asarray(Image.open(out / f"shapes_{i}_pca.png")) for i in range(3)]
+    assert all(p.shape == (32, 32, 3) for p in pictures)
+    assert not np.array_equal(pictures[0], pictures[1])  # different images, not one repeated

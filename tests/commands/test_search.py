@@ -47,3 +47,12 @@ def test_search_errors(aligned, tmp_path, capsys):
     (tmp_path / "x.npz").write_bytes(b"junk")
     assert main(["search", str(tmp_path / "x.npz"), "--aligned", str(aligned), "--text", "a star"]) == 2
     assert "not a readable .npz" in capsys.readouterr().err
+
+
+def test_search_refuses_unknown_words_and_warns_on_some(aligned, capsys):
+    assert main(["search", DATA, "--aligned", str(aligned), "--text", "astronaut"]) == 2
+    assert "no word of the search text" in capsys.readouterr().err
+    assert main(["search", DATA, "--aligned", str(aligned), "--text", "a shiny star", "--top-k", "2",
+                 "--device", "cpu", "--num-workers", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "warning:" in captured.err and "shiny" in captured.err and len(parse(captured.out)) == 2

@@ -49,3 +49,14 @@ def test_zeroshot_defaults_to_data_classes_and_checks_weights(aligned, tmp_path,
     assert "not the backbone" in capsys.readouterr().err
     assert main(["zeroshot", "builtin:shapes?n=3&size=16", "--aligned", str(tmp_path / "nothing")]) == 2
     assert "is not an aligned model" in capsys.readouterr().err
+
+
+def test_zeroshot_names_class_words_the_captions_never_used(aligned, capsys):
+    base = ["zeroshot", DATA, "--aligned", str(aligned / "aligned"), "--device", "cpu", "--num-workers", "0"]
+    assert main(base + ["--classes", "cat,rocket,circle"]) == 2
+    err = capsys.readouterr().err
+    assert "'cat', 'rocket'" in err and "same text embedding" in err
+    assert main(base + ["--classes", "circle,square,shiny star", "--template", "a {}"]) == 0
+    captured = capsys.readouterr()
+    assert "warning:" in captured.err and "shiny (in \"shiny star\")" in captured.err
+    assert "classified 12 images" in captured.out

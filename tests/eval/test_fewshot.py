@@ -106,3 +106,27 @@ def test_episodes_are_reproducible_and_validated():
         few_shot_episodes(feats, labels, classifier="svm")
     with pytest.raises(ConfigError):
         few_shot_episodes(feats, labels, shots=(0,))
+
+
+def test_per_class_recall_and_balanced_metrics_over_the_classes_present():
+    # tight clusters on e0, e1, e2: every support draw gives the same centroids, so recalls are fixed by the
+    # query set: 3 of class a's 4 queries lie on b's cluster -> recall(a) = 1/4, b and c recall 1
+    rng = np.random.default_rng(0)
+    sup_labels = np.r_[np.zeros(5, int), np.ones(5, int), np.full(2, 2)]
+    sup = np.eye(8)[sup_labels] + 0.01 * rng.normal(size=(12, 8))
+    q_labels = np.r_[np.zeros(4, int), np.ones(4, int), np.full(4, 2)]
+    q_at = np.r_[0, 1, 1, 1, np.ones(4, int), np.full(4, 2)]
+    qry = np.eye(8)[q_at] + 0.01 * rng.normal(size=(12, 8))
+    res = few_shot_episodes(sup, sup_labels, shots=(1, 3), n_episodes=4, classes=["a", "b", "c"],
+                            query_feats=qry, query_labels=q_labels, progress=False)
+    recall1 = {n: v["mean"] for n, v in res[1]["per_class_recall"].items()}
+    assert recall1 == pytest.approx({"a": 0.25, "b": 1.0, "c": 1.0})
+    assert res[1]["per_class_recall"]["a"]["n"] == 4
+    assert res[1]["balanced_accuracy"]["mean"] == pytest.approx((0.25 + 1 + 1) / 3)
+    # k=3: c (2 support images) is left out; the balanced metrics are over a and b only
+    assert res[3]["skipped_classes"] == {"c": 2}
+    assert set(res[3]["per_class_recall"]) == {"a", "b"}
+    assert res[3]["balanced_accuracy"]["mean"] == pytest.approx((0.25 + 1) / 2)
+    # a: 1 of 4 right (F1 = 2/(4+1)); b: 4 right of 4, 7 predicted (F1 = 8/11)
+    assert res[3]["macro_f1"]["mean"] == pytest.approx((2 / 5 + 8 / 11) / 2)
+    assert res[3]["accuracy"]["mean"] == pytest.approx(5 / 8)

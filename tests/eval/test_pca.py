@@ -105,3 +105,21 @@ def test_patch_features_exclude_registers():
                               num_register_tokens=4).eval()
     f = patch_features(model, torch.randn(3, 24, 40))
     assert f.shape == (3, 5, 24)
+
+
+def test_a_failed_split_falls_back_to_the_full_picture_and_is_flagged():
+    a, obj = two_region_features(h=6, w=8, box=(2, 4, 2, 6), seed=5, split_object=True)
+    g = torch.Generator().manual_seed(6)
+    filled = torch.zeros(4, 4, D)
+    filled[..., 0] = 3.0  # the object's features everywhere: an object that fills the frame
+    filled += 0.05 * torch.randn(4, 4, D, generator=g)
+    empty = torch.zeros(5, 5, D)
+    empty[..., 1] = 3.0  # background everywhere
+    empty[..., 2] = torch.linspace(-1, 1, 25).reshape(5, 5)  # with some variation to colour
+    out = pca_rgb([a, filled, empty])
+    assert out.split_failed == [False, True, True]
+    assert torch.equal(out.foreground[0], obj) and (out.pictures[0][~obj] == 0).all()
+    assert out.foreground[1].all() and out.foreground[2].all()
+    assert (out.pictures[2].sum(-1) > 0).any()  # not solid black
+    assert pca_rgb([a]).split_failed == [False]
+    assert pca_rgb([a], remove_background=False).split_failed == [False]

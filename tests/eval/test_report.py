@@ -110,13 +110,11 @@ def _chromium():
     return None
 
 
-def test_report_renders_in_headless_chromium(tmp_path):
+def _screenshot(page, tmp_path):
     browser = _chromium()
     if browser is None:
         pytest.skip("chromium not installed (CI installs it: apt-get install -y chromium); "
                     "cannot check the report in a real browser")
-    run = make_run(tmp_path)
-    page = write_report(run)
     shot = tmp_path / "shot.png"
     cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -124,7 +122,12 @@ def test_report_renders_in_headless_chromium(tmp_path):
            "--window-size=1200,2000", page.resolve().as_uri()]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert shot.exists(), f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
-    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
+    return np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
+
+
+def test_report_renders_in_headless_chromium(tmp_path):
+    run = make_run(tmp_path)
+    pixels = _screenshot(write_report(run), tmp_path)
     assert pixels.shape[:2] == (2000, 1200)
     assert pixels.std() > 10  # not a blank page
     # the dark header band is drawn at the top, the light page background below it
@@ -133,3 +136,110 @@ def test_report_renders_in_headless_chromium(tmp_path):
     # the loss plot (white canvas with a blue line) appears: some pixels are matplotlib's default blue
     blue = (np.abs(pixels[..., 0] - 31) < 30) & (np.abs(pixels[..., 1] - 119) < 30) & (np.abs(pixels[..., 2] - 180) < 30)
     assert blue.sum() > 200
+
+
+# ---- the evaluation section ----------------------------------------------------------------------
+def write_embeddings(path, counts, seed=0):
+    from dinolab.eval.features import Embeddings
+
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(len(counts)), counts)
+    x = (np.eye(8)[labels] * 2 + 0.9 * rng.normal(size=(len(labels), 8))).astype(np.float32)
+    Embeddings([str(i) for i in range(len(labels))], x, labels=labels,
+               classes=[f"digit{i}" for i in range(len(counts))]).save(path)
+    return path
+
+
+def real_results(tmp_path, run):
+    """knn inside the run, linear next to it (run.linear.json), few-shot elsewhere: written by the commands."""
+    from dinolab.cli import main
+
+    train = write_embeddings(tmp_path / "train.npz", [12, 12, 12, 4])
+    val = write_embeddings(tmp_path / "val.npz", [6, 6, 6, 6], seed=1)
+    (tmp_path / "else").mkdir()
+    where = {"knn": run / "knn_eval.json", "linear": tmp_path / f"{run.name}.linear.json",
+             "fewshot": tmp_path / "else" / "fewshot.json"}
+    two = ["--train-embeddings", str(train), "--val-embeddings", str(val)]
+    assert main(["knn", *two, "--k", "10", "20", "--out", str(where["knn"])]) == 0
+    assert main(["linear", *two, "--logreg", "--out", str(where["linear"])]) == 0
+    assert main(["fewshot", "--embeddings", str(train), "--shots", "1", "5", "--episodes", "5",
+                 "--out", str(where["fewshot"])]) == 0
+    return {k: json.loads(p.read_text()) for k, p in where.items()}, where
+
+
+def eval_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"step": 0, "loss": 5.0}, {"step": 10, "loss": 4.0, "knn_top1@20": 0.5325},
+        {"step": 10, "knn_top1_random_init@20": 0.2}]) + "\n")
+    return run
+
+
+def pct(x):
+    return f"{100 * x:.2f}"
+
+
+def test_evaluations_are_the_tables_the_commands_print_in_percent(tmp_path):
+    run = eval_run(tmp_path)
+    res, where = real_results(tmp_path, run)
+    page = build_report(run, results=[where["fewshot"]])
+    section = page[page.index('id="evaluations"'):]
+    # each result found: in the run, next to it, on the command line
+    assert "knn_eval.json" in section and str(where["linear"]) in section and str(where["fewshot"]) in section
+    # nothing flattened, no fractions
+    for flat in ("results.10", "per_class.digit0", "grid.", "per_class_recall.", "0.5325"):
+        assert flat not in section
+    knn = res["knn"]["results"]
+    row = re.search(r"<tr><td>20</td><td>\d+</td><td>([\d.]+)</td><td>-</td><td>([\d.]+)</td>", section)
+    assert row and row.groups() == (pct(knn["20"]["top1"]), pct(knn["20"]["balanced_accuracy"]))
+    assert knn["20"]["top5"] is None  # 4 classes: no top-5, shown as "-"
+    # per-class recall as bars whose width is the recall
+    recall = res["knn"]["per_class"]["digit3"]["recall"]
+    assert f'style="width:{100 * recall:.1f}%"></div><span>{pct(recall)}</span>' in section
+    # linear: the grid with the best value marked, then the best row
+    lin = res["linear"]["result"]
+    best = next(v for v in lin["grid"] if float(v) == float(lin["best"]))
+    assert f"<td>{float(best):g} *</td><td>{pct(lin['grid'][best])}</td>" in section
+    assert f"<td>{pct(lin['top1'])}</td>" in section
+    # few-shot: intervals, "N of M" where a class was left out, and its per-class recall
+    fs = res["fewshot"]["results"]
+    assert f"<td>± {pct(fs['5']['accuracy']['half_width'])}</td>" in section
+    assert "<td>3 of 4</td>" in section and "<td>left out</td>" in section
+    assert "digit3 (4)" in section
+    # the run's own comparison with random initialisation
+    assert re.search(r"<td>20</td><td>53.25</td><td>20.00</td><td>\+33.25</td>", section)
+
+
+def test_random_init_comparison_from_summary_and_missing_results_file(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"knn": {"10": 0.6, "20": 0.61}, "knn_random_init": {"20": 0.3}}))
+    page = build_report(run)
+    assert re.search(r"<td>20</td><td>61.00</td><td>30.00</td><td>\+31.00</td>", page)
+    assert "summary.json</h3>" not in page  # shown as the comparison, not dumped
+    with pytest.raises(DataError, match="nothing.json does not exist"):
+        build_report(run, results=[tmp_path / "nothing.json"])
+
+
+def test_report_command_takes_results(tmp_path, capsys):
+    from dinolab.cli import main
+
+    run = eval_run(tmp_path)
+    _, where = real_results(tmp_path, run)
+    assert main(["report", str(run), "--results", str(where["fewshot"])]) == 0
+    page = (run / "report.html").read_text()
+    assert "per-class recall (mean over episodes)" in page and "<td>3 of 4</td>" in page
+
+
+def test_report_with_evaluations_renders_in_headless_chromium(tmp_path):
+    run = eval_run(tmp_path)
+    _, where = real_results(tmp_path, run)
+    pixels = _screenshot(write_report(run, results=[where["fewshot"]]), tmp_path)
+    assert pixels[5:40, :600].mean() < 80  # the header
+    # the recall bars are drawn: pixels of their fill colour (#a9c4ee) next to the track colour (#eef1f6)
+    fill = (np.abs(pixels - [169, 196, 238]) < 6).all(-1)
+    track = (np.abs(pixels - [238, 241, 246]) < 3).all(-1)
+    assert fill.sum() > 2000 and track.sum() > 2000
+    # tables: many rows of text (dark pixels) below the header
+    assert (pixels[60:].mean(-1) < 100).sum() > 5000

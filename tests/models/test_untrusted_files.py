@@ -80,3 +80,14 @@ def test_a_config_with_python_tags_is_refused_unrun(tmp_path):
     with pytest.raises(ConfigError, match=r"not valid YAML"):
         load_config("default", [f"train.epochs=!!python/object/apply:os.system ['touch {marker}']"])
     assert not marker.exists()
+
+
+def test_an_image_given_as_weights_is_called_not_a_weights_file_by_the_commands(tmp_path, capsys):
+    from PIL import Image
+
+    from dinolab.cli import main
+
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "cat.png")
+    assert main(["embed", str(tmp_path / "cat.png"), "builtin:shapes?n=2", "--out", str(tmp_path / "e.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "cat.png: not a weights file: its content is a PNG image" in err and "run code" not in err

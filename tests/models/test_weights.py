@@ -298,3 +298,27 @@ def test_unknown_formats_are_clear_errors(tmp_path):
         dinolab.load_model(tmp_path / "junk.pth")
     with pytest.raises(WeightsError, match="no such file"):
         dinolab.load_model(tmp_path / "missing.pth")
+
+
+@pytest.mark.parametrize("name,content,what", [
+    ("photo.png", b"\x89PNG\r\n\x1a\n" + bytes(40), "a PNG image"),
+    ("photo.jpg", b"\xff\xd8\xff\xe0" + bytes(40), "a JPEG image"),
+    ("model.pth", b"<!DOCTYPE html><html><body>Access denied</body></html>", "an HTML/XML page"),
+    ("model.safetensors", b"\x89PNG\r\n\x1a\n" + bytes(40), "a PNG image"),
+])
+def test_a_file_that_is_not_weights_is_named_as_such_not_as_unsafe(tmp_path, name, content, what):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(WeightsError) as info:
+        dinolab.load_model(tmp_path / name)
+    msg = str(info.value)
+    assert f"{name}: not a weights file: its content is {what}" in msg
+    assert "run code" not in msg
+
+
+def test_a_safetensors_file_with_a_pth_name_is_read_as_safetensors(tmp_path):
+    model = tiny("dinov2_vits14")
+    dinolab.save_model(model, tmp_path / "m")
+    (tmp_path / "m.safetensors").rename(tmp_path / "renamed.pth")
+    loaded = dinolab.load_model(tmp_path / "renamed.pth")
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k

@@ -28,8 +28,60 @@ _ST_DTYPES = {
 }
 
 
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+          (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
+          (b"%PDF", "a PDF document"), (b"\x1f\x8b", "a gzip archive"), (b"\x93NUMPY", "a NumPy .npy array"))
+
+
+def file_head(path: str | os.PathLike, n: int = 64) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""  # the reader that follows names the error
+
+
+def is_safetensors_content(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes) starts like a safetensors file: u64 header length, then ``{``."""
+    return len(head) > 8 and head[8:9] == b"{" and 2 <= struct.unpack("<Q", head[:8])[0] < 100_000_000
+
+
+def non_weights_content(path: str | os.PathLike) -> str | None:
+    """What ``path`` is when its first bytes show it is no weights file (``"a PNG image"``, ``"an HTML page"``,
+    ...); None when it may be one. PyTorch files are zip archives (``PK``) or pickles (``\\x80``); safetensors
+    files start with their header length and ``{``."""
+    head = file_head(path)
+    if not head or head.startswith((b"PK", b"\x80")) or is_safetensors_content(head):
+        return None
+    if head[8:12] in (b"WEBP", b"AVIF") or head[4:8] == b"ftyp":
+        return "an image (WebP/AVIF/HEIC)"
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<")):
+        return "an HTML/XML page (a failed download?)"
+    if text.startswith((b"{", b"[")):
+        return "a JSON file"
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "not a PyTorch or safetensors file (neither a zip archive, a pickle nor a safetensors header)"
+
+
+def refuse_non_weights(path: str | os.PathLike) -> None:
+    """Raise :class:`WeightsError` when ``path``'s content is plainly not a weights file (see :func:`non_weights_content`)."""
+    what = non_weights_content(path)
+    if what is not None:
+        raise WeightsError(f"{path}: not a weights file: its content is {what}. WEIGHTS must be a dinolab "
+                           f".safetensors (+ .json), an official DINO/DINOv2/DINOv3 .pth, or a Hugging Face model "
+                           f"folder; check the argument order (WEIGHTS comes before the images)")
+
+
 def read_torch_file(path: str | os.PathLike) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)`` with errors that name the file and the fix."""
+    refuse_non_weights(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -49,6 +101,7 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     """Return ``(tensors, metadata)`` of a safetensors file (tensors on CPU)."""
     from safetensors import SafetensorError, safe_open
 
+    refuse_non_weights(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = dict(f.metadata() or {})
