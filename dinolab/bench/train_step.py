@@ -279,7 +279,8 @@ def summary(result: dict[str, Any]) -> str:
     cols = [("recipe", "recipe", "{}"), ("precision", "prec", "{}"), ("label", "size", "{}"), ("crops", "crops", "{}"),
             ("batch", "batch", "{}"), ("best_s", "s/step", "{:.3f}"), ("images_per_s", "img/s", "{:.2f}"),
             ("gflop", "GFLOP/step", "{:.1f}"), ("gflops", "GFLOP/s", "{:.2f}"), ("mfu_pct", "MFU%", "{:.1f}"),
-            ("mfu_med", "MFU%(med)", "{:.1f}"), ("mfu_cpu", "MFU%(cpu)", "{:.1f}"), ("mem", "peak MiB", "{:.0f}"), ("state", "state MiB", "{:.0f}"),
+            ("mfu_med", "MFU%(med)", "{:.1f}"), ("mfu_cpu", "MFU%(cpu)", "{:.1f}"), ("mem", "peak MiB", "{:.0f}"),
+            ("state", "state MiB", "{:.0f}"),
             ("note", "note", "{}")]
     lines = [f"training step ({result['repeats']} interleaved rounds; peak memory above the pre-step level)",
              peaks_line(result["peaks"]), table(rows, cols),

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
-
 VISUAL_OPTIONS = ("image_size", "mean", "std", "device", "precision", "progress")
 
 

@@ -3,9 +3,10 @@
 WHAT is embed, train, augment, scaling, runtime or all (default; all leaves out runtime, which needs
 the onnx extra). runtime: dinolab's PyTorch CPU path (fp32, bf16) against ONNX Runtime fp32 / int8 on
 the same exported models (--models, default dinov2_vits14,dinov2_vitb14; --batch default 8).
-Each benchmark times its workloads in one interleaved sequence (A B B A ...), with the matrix-multiply peaks in the same sequence, so ratios and
-MFU hold even on a busy machine. bf16 is measured too; where it would take too long (a CPU without
-native bf16 instructions emulates it) it runs at a reduced size, or is skipped, and says so.
+Each benchmark times its workloads in one interleaved sequence (A B B A ...), with the matrix-multiply
+peaks in the same sequence, so ratios and MFU hold even on a busy machine. bf16 is measured too; where it
+would take too long (a CPU without native bf16 instructions emulates it) it runs at a reduced size, or is
+skipped, and says so.
 --quick runs tiny models and sizes (a check that everything works, in a few minutes on a CPU).
 Examples:
   dinolab bench --quick

@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dinolab.curate.dedup import THRESHOLDS, VERIFIED_THRESHOLDS, find_duplicates
-    from dinolab.curate.verify import PixelVerifier
     from dinolab.curate.store import is_embeddings_file, load_or_embed
+    from dinolab.curate.verify import PixelVerifier
     from dinolab.io import check_writable
 
     out = Path(args.out)

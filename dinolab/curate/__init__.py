@@ -4,7 +4,8 @@ The pieces of the LVD-142M pipeline (DINOv2 paper, §3) and of hierarchical k-me
 (Vo et al. 2024), on embeddings that may not fit in memory:
 
 - :mod:`~dinolab.curate.store`: :class:`EmbeddingStore`, :func:`open_embeddings` (``.npz`` / memory-mapped ``.npy``)
-- :mod:`~dinolab.curate.knn`: :func:`knn_search`, :func:`knn_pairs` (exact flat search with faiss or torch; approximate cell search)
+- :mod:`~dinolab.curate.knn`: :func:`knn_search`, :func:`knn_pairs` (exact flat search with faiss or torch;
+  approximate cell search)
 - :mod:`~dinolab.curate.dedup`: :class:`DisjointSet`, :func:`find_duplicates`
 - :mod:`~dinolab.curate.verify`: :class:`PixelVerifier` (checks candidate duplicate pairs in the pixels)
 - :mod:`~dinolab.curate.retrieve`: :func:`retrieve_neighbors`, :func:`retrieve_by_clusters`
@@ -21,8 +22,16 @@ Examples:
     [[0, 1]]
 """
 
-from .dedup import (DINO_AGAINST_THRESHOLD, DINO_THRESHOLD, SSCD_AGAINST_THRESHOLD, SSCD_THRESHOLD, DedupResult,
-                    DisjointSet, duplicate_edges, find_duplicates)
+from .dedup import (
+                    DINO_AGAINST_THRESHOLD,
+                    DINO_THRESHOLD,
+                    SSCD_AGAINST_THRESHOLD,
+                    SSCD_THRESHOLD,
+                    DedupResult,
+                    DisjointSet,
+                    duplicate_edges,
+                    find_duplicates,
+)
 from .kmeans import HierarchicalKMeans, KMeansResult, assign, hierarchical_kmeans, kmeans, kmeans_plusplus
 from .knn import iter_knn, knn_pairs, knn_search
 from .retrieve import RetrievalResult, retrieve_by_clusters, retrieve_neighbors

@@ -2,7 +2,8 @@
 
 Each image is prepared as the model sees (``model.preprocess``, see :mod:`dinolab.models.preprocess`;
 without one the standard evaluation protocol: shorter side to ``image_size * 256/224``, bicubic, centre
-crop ``image_size`` = 224, ImageNet-normalised) and passed through the frozen backbone. The feature is the final-norm CLS token, or with
+crop ``image_size`` = 224, ImageNet-normalised) and passed through the frozen backbone. The feature is
+the final-norm CLS token, or with
 ``n_last_blocks = n`` the concatenation of the normed CLS tokens of the last ``n`` blocks (DINO's
 linear-probe feature); ``patch_mean`` adds the mean of the last block's normed patch tokens.
 Unreadable files are skipped and listed in ``Embeddings.bad``.
@@ -118,7 +119,8 @@ def _check_vectors(path: Any, key: str, a: np.ndarray | None, n: int) -> np.ndar
 
 
 def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 64, image_size: int | None = None,
-          preprocess: Preprocess | None = None, device: str = "auto", precision: str = "auto", patch_mean: bool = False, n_last_blocks: int = 1,
+          preprocess: Preprocess | None = None, device: str = "auto", precision: str = "auto",
+          patch_mean: bool = False, n_last_blocks: int = 1,
           num_workers: int = 0, progress: bool = True, max_bad_fraction: float | None = None,
           bad_file_log: str | os.PathLike | None = None, limit_name: str = "max_bad_fraction",
           micro_batch: int | None = None) -> Embeddings:

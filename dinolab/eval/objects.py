@@ -33,7 +33,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from .attention import attention_mask, attention_maps
+from .attention import attention_maps, attention_mask
 from .pca import first_component_foreground, patch_features
 from .viz import prepare_image, upsample
 

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import torch
 
+
 @torch.no_grad()
 def patch_features(model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
     """Final-norm patch tokens of a normalised ``3×H×W`` image as ``h×w×D`` float32 (on the CPU).

@@ -386,7 +386,8 @@ def build_report(run_dir: str | os.PathLike, exclude: tuple[str | os.PathLike, .
     if bad_log.is_file():
         lines = bad_log.read_text(encoding="utf-8", errors="replace").splitlines()
         more = f"\n... {len(lines) - 200} more" if len(lines) > 200 else ""
-        sections.append(("bad", f"Unreadable files ({len(lines)})", f"<pre>{html.escape(chr(10).join(lines[:200]) + more)}</pre>"))
+        listing = html.escape(chr(10).join(lines[:200]) + more)
+        sections.append(("bad", f"Unreadable files ({len(lines)})", f"<pre>{listing}</pre>"))
 
     if not sections:
         raise DataError(f"{run} holds no metrics.jsonl, config.yaml, evaluation JSON or pictures; give the run "

@@ -212,9 +212,9 @@ def _convert(fp32_path: Path, out: Path, variant: str) -> None:
             warnings.simplefilter("ignore")
             m = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
     else:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         import logging
+
+        from onnxruntime.quantization import QuantType, quantize_dynamic
 
         quiet = logging.getLogger().level
         logging.getLogger().setLevel(logging.ERROR)  # its "consider pre-processing" advice, on every call

@@ -35,8 +35,14 @@ from ..io import atomic_write
 from .formats import dinolab_format, hf, official
 from .formats.hf import export_hf
 from .formats.infer import detect_family, infer_config
-from .formats.tensor_files import (file_head, is_safetensors_content, read_safetensors, read_torch_file,
-                                   refuse_non_float, write_safetensors)
+from .formats.tensor_files import (
+    file_head,
+    is_safetensors_content,
+    read_safetensors,
+    read_torch_file,
+    refuse_non_float,
+    write_safetensors,
+)
 from .preprocess import Preprocess, release_defaults
 from .vit import VisionTransformer
 

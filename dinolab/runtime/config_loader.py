@@ -50,8 +50,8 @@ from ..errors import ConfigError
 
 T = TypeVar("T")
 
-__all__ = ["ConfigSchema", "add_flags", "bounded", "flag_values", "check_fields", "device_name", "parse_override", "save_config", "to_dict",
-           "to_yaml", "valid_keys"]
+__all__ = ["ConfigSchema", "add_flags", "bounded", "flag_values", "check_fields", "device_name", "parse_override",
+           "save_config", "to_dict", "to_yaml", "valid_keys"]
 
 
 # ------------------------------------------------------------------------------------------------

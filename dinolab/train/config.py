@@ -35,8 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from ..errors import ConfigError
-from ..runtime.config_loader import ConfigSchema, bounded, device_name, parse_override, save_config
-from ..runtime.config_loader import to_dict, to_yaml
+from ..runtime.config_loader import ConfigSchema, bounded, device_name, parse_override, save_config, to_dict, to_yaml
 from ..runtime.config_loader import valid_keys as _valid_keys
 from .validation import validate
 

@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from ..device import autocast
+from ..runtime.distributed import Parallel
 from .config import Config
 from .crop_plan import CropPlan, CropSizes
 from .data_plan import DataPlan
-from ..runtime.distributed import Parallel
 from .objectives import Objectives, StepInputs
 from .optim import apply_schedule, clip_gradients, drop_last_layer_grads
 from .schedules import Schedules

@@ -10,7 +10,7 @@ Examples:
     >>> validate(load_config("default", ["crops.global_crops_size=30"]))
     Traceback (most recent call last):
     ...
-    dinolab.errors.ConfigError: crops.global_crops_size=30 is not a multiple of model.patch_size=8; use e.g. crops.global_crops_size=24
+    dinolab.errors.ConfigError: crops.global_crops_size=30 is not a multiple of model.patch_size=8; use e.g. ...
 """
 
 from __future__ import annotations

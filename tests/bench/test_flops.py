@@ -4,8 +4,13 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dinolab.bench.flops import (dino_step_flops, ffn_hidden_dim, head_flops_per_row, vit_forward_breakdown,
-                                 vit_forward_flops)
+from dinolab.bench.flops import (
+    dino_step_flops,
+    ffn_hidden_dim,
+    head_flops_per_row,
+    vit_forward_breakdown,
+    vit_forward_flops,
+)
 from dinolab.models import DINOHead, VisionTransformer
 
 # A tiny ViT: 8x8 images, 4x4 patches -> N = 4 patches, T = 1 + 4 = 5 tokens, D = 8, H = 32, 2 blocks.

@@ -22,7 +22,8 @@ TINY = ["model.arch=vit_tiny", "model.patch_size=8", "model.embed_dim=32", "mode
         "crops.global_crops_size=16", "crops.local_crops_size=8", "crops.local_crops_number=2", "dino.out_dim=64",
         "dino.head_hidden_dim=32", "dino.head_bottleneck_dim=16", "train.batch_size=8", "train.epoch_length=3",
         "train.epochs=2", "train.progress=false", "train.device=cpu", "train.precision=fp32",
-        "optim.warmup_epochs=1", "teacher.warmup_teacher_temp_epochs=1", "data.num_workers=0", "eval.knn_every=0", "eval.knn_k=[3]", "eval.batch_size=16"]
+        "optim.warmup_epochs=1", "teacher.warmup_teacher_temp_epochs=1", "data.num_workers=0",
+        "eval.knn_every=0", "eval.knn_k=[3]", "eval.batch_size=16"]
 EMBED = ["--image-size", "16", "--batch-size", "16", "--num-workers", "0", "--device", "cpu", "--precision", "fp32"]
 
 

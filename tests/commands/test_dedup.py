@@ -67,7 +67,7 @@ def test_against_removes_test_set_leaks_and_sscd_space_uses_lvd_thresholds(tmp_p
     # 11 is a duplicate of 10
     assert _lines(out / "removed.txt") == ["img000.jpg", "img001.jpg", "img002.jpg", "img011.jpg"]
     doc = json.loads((out / "groups.json").read_text())
-    assert [(l["path"], l["eval_path"]) for l in doc["leaks"]] == [(f"img00{i}.jpg", "test_a.jpg") for i in range(3)]
+    assert [(leak["path"], leak["eval_path"]) for leak in doc["leaks"]] == [(f"img00{i}.jpg", "test_a.jpg") for i in range(3)]
     assert doc["leaks"][2]["similarity"] == pytest.approx(1.0, abs=1e-4)
     assert doc["against_threshold"] == 0.8 and doc["groups"][0]["kept"] is None
     assert main(["dedup", str(tmp_path / "pool.npz"), "--space", "sscd", "--out", str(tmp_path / "o2")]) == 0

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from dinolab.eval.attention import attention_mask, attention_maps, render_attention
+from dinolab.eval.attention import attention_maps, attention_mask, render_attention
 from dinolab.eval.viz import grid_size, prepare_image, upsample
 from dinolab.models import VisionTransformer
 

@@ -8,8 +8,15 @@ from sklearn.metrics import average_precision_score
 import dinolab
 from dinolab.data import ImageDataset
 from dinolab.errors import ConfigError, DataError
-from dinolab.eval.retrieval import (COPY_KINDS, augment_copy, average_precision, copy_detection_descriptor,
-                                    copy_detection_eval, gem_pool, retrieval_metrics)
+from dinolab.eval.retrieval import (
+    COPY_KINDS,
+    augment_copy,
+    average_precision,
+    copy_detection_descriptor,
+    copy_detection_eval,
+    gem_pool,
+    retrieval_metrics,
+)
 
 
 def test_average_precision_by_hand():

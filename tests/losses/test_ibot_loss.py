@@ -2,8 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from dinolab.losses import (iBOTPatchLoss, ibot_patch_loss, ibot_patch_loss_gathered, masked_token_weights,
-                            sinkhorn_knopp)
+from dinolab.losses import (
+    ibot_patch_loss,
+    ibot_patch_loss_gathered,
+    iBOTPatchLoss,
+    masked_token_weights,
+    sinkhorn_knopp,
+)
 
 
 def np_softmax(z):

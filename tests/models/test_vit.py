@@ -222,12 +222,12 @@ def test_local_cls_norm_only_in_training_for_local_crops():
         m.local_cls_norm.bias.fill_(7.0)
     x = torch.randn(2, 3, 16, 16)
     m.train()
-    g, l = m.forward_features_list([x, x])
-    assert torch.allclose(l["cls"], torch.full_like(l["cls"], 7.0), atol=5.0) and not torch.allclose(g["cls"], l["cls"])
-    torch.testing.assert_close(g["patches"], l["patches"])
+    g, loc = m.forward_features_list([x, x])
+    assert torch.allclose(loc["cls"], torch.full_like(loc["cls"], 7.0), atol=5.0) and not torch.allclose(g["cls"], loc["cls"])
+    torch.testing.assert_close(g["patches"], loc["patches"])
     m.eval()
-    g, l = m.forward_features_list([x, x])
-    torch.testing.assert_close(g["cls"], l["cls"])
+    g, loc = m.forward_features_list([x, x])
+    torch.testing.assert_close(g["cls"], loc["cls"])
 
 
 def test_stochastic_depth_modes():

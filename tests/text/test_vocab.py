@@ -8,8 +8,15 @@ import torch
 
 import dinolab
 from dinolab.errors import ConfigError
-from dinolab.text import AlignedEmbeddings, AlignedModel, TextEncoder, VisionHead, WordTokenizer, text_search
-from dinolab.text import zeroshot_classify
+from dinolab.text import (
+    AlignedEmbeddings,
+    AlignedModel,
+    TextEncoder,
+    VisionHead,
+    WordTokenizer,
+    text_search,
+    zeroshot_classify,
+)
 from dinolab.text.vocab import UnknownWordsWarning, check_class_names, check_query
 
 TOK = WordTokenizer.build(["a red circle", "a blue square", "a photo of a star"])

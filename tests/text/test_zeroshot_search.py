@@ -5,8 +5,18 @@ import torch
 import dinolab
 from dinolab.errors import ConfigError, DataError
 from dinolab.eval.features import embed
-from dinolab.text import (AlignedEmbeddings, AlignedModel, TextEncoder, VisionHead, WordTokenizer, class_embeddings,
-                          embed_images, load_embeddings, text_search, zeroshot_classify)
+from dinolab.text import (
+    AlignedEmbeddings,
+    AlignedModel,
+    TextEncoder,
+    VisionHead,
+    WordTokenizer,
+    class_embeddings,
+    embed_images,
+    load_embeddings,
+    text_search,
+    zeroshot_classify,
+)
 from dinolab.text.zeroshot import match_labels
 
 SHAPES = "builtin:shapes?n=10&size=16"

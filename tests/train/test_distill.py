@@ -16,10 +16,10 @@ from dinolab.errors import ConfigError, DinolabError, WeightsError
 from dinolab.models import DINOHead, create_model
 from dinolab.models.weights import save_model
 from dinolab.runtime.checkpoint import load_checkpoint
-from dinolab.train.config import validate
 from dinolab.runtime.metrics_log import read_metrics
-from dinolab.train.teacher.frozen import ResizedInput
+from dinolab.train.config import validate
 from dinolab.train.objectives import Forward, StepInputs
+from dinolab.train.teacher.frozen import ResizedInput
 from dinolab.train.teacher.source import head_from_state, split_heads
 from dinolab.train.trainer import Trainer
 

@@ -9,16 +9,15 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dinolab.errors import ConfigError
 from dinolab.models import create_model
 from dinolab.runtime.checkpoint import load_checkpoint
-from dinolab.train.config import validate
 from dinolab.runtime.metrics_log import read_metrics
-from dinolab.train.objectives.gram_anchoring import GramSchedule
+from dinolab.train.config import validate
 from dinolab.train.objectives import Objectives, StepInputs
+from dinolab.train.objectives.gram_anchoring import GramSchedule
 from dinolab.train.trainer import Trainer
 
 B = 2

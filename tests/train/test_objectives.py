@@ -40,7 +40,7 @@ def test_dino_term_matches_the_official_pair_loop(tiny):
     inputs = _inputs()
     loss, stats = objectives(student, teacher, inputs)
 
-    b, tau_s, tau_t = 3, 0.1, 0.05
+    tau_s, tau_t = 0.1, 0.05
     with torch.no_grad():
         t_logits = teacher["dino_head"](teacher["backbone"](inputs.global_crops))
         q = F.softmax((t_logits - 0) / tau_t, dim=-1).chunk(2)  # center starts at zero

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from dinolab.errors import ConfigError
+from dinolab.losses import relation_kl
 from dinolab.models import create_model
 from dinolab.models.weights import save_model
 from dinolab.runtime.checkpoint import load_checkpoint
-from dinolab.train.config import validate
 from dinolab.runtime.metrics_log import read_metrics
+from dinolab.train.config import validate
 from dinolab.train.objectives import Forward, Objectives, StepInputs
-from dinolab.losses import relation_kl
 from dinolab.train.objectives.relation_distill import RelationDistillObjective
 from dinolab.train.trainer import Trainer
 

@@ -8,8 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from dinolab.train.schedules import (Schedules, cosine_schedule, scaled_lr, teacher_temp_per_epoch,
-                                     teacher_temp_per_iteration)
+from dinolab.train.schedules import (
+    Schedules,
+    cosine_schedule,
+    scaled_lr,
+    teacher_temp_per_epoch,
+    teacher_temp_per_iteration,
+)
 
 
 def v1_cosine_scheduler(base, final, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0):

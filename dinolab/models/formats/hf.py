@@ -37,7 +37,7 @@ from ..preprocess import Preprocess, from_hf_processor, release_defaults, to_hf_
 from ..presets import preset_config
 from .dinolab_format import unwrap
 from .infer import FAMILY_PRESETS, mlp_ratio, swiglu_ratio
-from .tensor_files import refuse_non_float, read_safetensors, read_torch_file, write_safetensors
+from .tensor_files import read_safetensors, read_torch_file, refuse_non_float, write_safetensors
 
 MODEL_TYPES = {"dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel",
                "dinov3_vit": "DINOv3ViTModel"}

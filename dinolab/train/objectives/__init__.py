@@ -23,8 +23,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import OBJECTIVES, CenteredObjective, Forward, Objective, Objectives, StepInputs, register_objective
-from .base import unregister_objective
+from .base import (
+    OBJECTIVES,
+    CenteredObjective,
+    Forward,
+    Objective,
+    Objectives,
+    StepInputs,
+    register_objective,
+    unregister_objective,
+)
 from .dino_cls import DINOObjective, dino_head
 from .gram_anchoring import GramObjective, GramSchedule
 from .ibot_patch import iBOTObjective

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ...data.masking import sample_ibot_masks, sample_ibot_masks_at
-from ...losses import iBOTPatchLoss, ibot_patch_loss_gathered, masked_token_weights
+from ...losses import ibot_patch_loss_gathered, iBOTPatchLoss, masked_token_weights
 from .base import CenteredObjective, StepInputs
 from .dino_cls import dino_head
 

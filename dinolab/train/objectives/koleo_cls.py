@@ -13,9 +13,9 @@ Examples:
 
 from __future__ import annotations
 
-import torch
-
 from typing import TYPE_CHECKING
+
+import torch
 
 from ...losses import koleo_loss
 from .base import Objective
