@@ -59,18 +59,27 @@ def _transformers():
     return transformers
 
 
-def build_pair(name: str, size: EmbedSize, folder: str, seed: int = 0):
-    """``(dinolab_model, hf_model)`` in eval mode, both loaded from one HF folder written to ``folder``."""
-    from ..models import create_model, export_hf, load_model
+def bench_model(name: str, depth: int | None, seed: int):
+    """A seeded random ``create_model(name)`` (at ``depth`` blocks if given) with LayerScale set to 1, so
+    that every block contributes as in a trained model (see the module docstring)."""
+    from ..models import create_model
 
-    transformers = _transformers()
     torch.manual_seed(seed)
-    src = create_model(name, **({"depth": size.depth} if size.depth else {}))
+    model = create_model(name, **({"depth": depth} if depth else {}))
     with torch.no_grad():
-        for blk in src.blocks:
+        for blk in model.blocks:
             for ls in (blk.ls1, blk.ls2):
                 if hasattr(ls, "gamma"):
                     ls.gamma.fill_(1.0)
+    return model
+
+
+def build_pair(name: str, size: EmbedSize, folder: str, seed: int = 0):
+    """``(dinolab_model, hf_model)`` in eval mode, both loaded from one HF folder written to ``folder``."""
+    from ..models import export_hf, load_model
+
+    transformers = _transformers()
+    src = bench_model(name, size.depth, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the resize-rule notice: the HF-loaded dinolab model uses HF's rule
         export_hf(src, folder)

@@ -39,16 +39,9 @@ QUICK = RuntimeSize(batch=2, image_size=56, depth=1, label="quick")
 
 
 def _model(name: str, size: RuntimeSize, seed: int):
-    from ..models import create_model
+    from .embed import bench_model
 
-    torch.manual_seed(seed)
-    m = create_model(name, **({"depth": size.depth} if size.depth else {})).eval()
-    with torch.no_grad():
-        for blk in m.blocks:
-            for ls in (blk.ls1, blk.ls2):
-                if hasattr(ls, "gamma"):
-                    ls.gamma.fill_(1.0)
-    return m
+    return bench_model(name, size.depth, seed).eval()
 
 
 def _torch_fn(model, x, precision: str, outputs: dict, key: str):
