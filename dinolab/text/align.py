@@ -40,8 +40,7 @@ from torch import nn
 
 from ..errors import ConfigError, DataError, DinolabError
 from ..io import atomic_save_text
-from ..runtime.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
-from ..runtime.checkpoint import save_checkpoint
+from ..runtime.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from ..runtime.config_loader import check_fields, to_yaml
 from ..runtime.messages import progress, say
 from ..runtime.run_dir import RunDirectory

@@ -44,7 +44,6 @@ class FeatureSource:
 
     def _tokens(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         from ..device import autocast
-
         from ..eval.microbatch import in_micro_batches, micro_batch_size_for
 
         with torch.inference_mode(), autocast(self.device, self.precision):

@@ -2,8 +2,8 @@ import torch
 
 import dinolab
 from dinolab.cli import main
-from dinolab.text import load_aligned
 from dinolab.runtime.metrics_log import read_metrics
+from dinolab.text import load_aligned
 
 DATA = "builtin:shapes?n=12&size=16"
 TINY = ["--image-size", "16", "--embed-dim", "16", "--text-width", "32", "--text-depth", "1", "--batch-size", "6",

@@ -8,8 +8,8 @@ from PIL import Image
 
 import dinolab
 from dinolab.errors import DataError, DinolabError, WeightsError
-from dinolab.text import align, load_aligned, load_pairs, zeroshot_classify
 from dinolab.runtime.metrics_log import read_metrics
+from dinolab.text import align, load_aligned, load_pairs, zeroshot_classify
 
 TINY = dict(image_size=16, embed_dim=32, text_width=32, text_depth=1, head_hidden_dim=64, device="cpu",
             precision="fp32", progress=False, num_workers=0)
