@@ -13,6 +13,7 @@ import contextlib
 import errno
 import glob
 import os
+import shutil
 import tempfile
 from pathlib import Path, PurePath
 from typing import Iterator
@@ -65,14 +66,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the mode a plain open() would
         os.replace(tmp, p)
         _fsync_dir(p.parent)
-    except OSError as e:
+    except BaseException as e:
+        written = _size_quietly(tmp)
         _remove_quietly(tmp)
-        if e.errno == errno.ENOSPC:
-            raise DinolabError(f"no space left on the device while writing {p}; the previous file (if any) is intact. "
-                               f"Free some disk space and try again") from e
-        raise
-    except BaseException:
-        _remove_quietly(tmp)
+        full = _disk_full_error(e)
+        if full is not None:  # also when a writer wraps it (torch.save: RuntimeError "unexpected pos")
+            free = _free_bytes(p.parent)
+            raise DinolabError(f"no space left on the device while writing {p} ({_mb(written)} written, "
+                               f"{_mb(free)} free there: it needs more than {_mb(written)}); the previous file "
+                               f"(if any) is intact and the partial one was removed. Free some disk space and try "
+                               f"again") from full
         raise
 
 
@@ -139,6 +142,35 @@ def _fsync_dir(d: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _disk_full_error(e: BaseException) -> OSError | None:
+    """The ENOSPC error behind ``e`` (``e`` itself or what it was raised from / during), if any."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _size_quietly(p: str) -> int:
+    try:
+        return os.path.getsize(p)
+    except OSError:
+        return 0
+
+
+def _free_bytes(d: Path) -> int:
+    try:
+        return shutil.disk_usage(d).free
+    except OSError:
+        return 0
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
 
 
 def _remove_quietly(p: str) -> None:

@@ -90,3 +90,43 @@ def test_embed_with_out_under_a_file_stops_before_embedding(tmp_path, capsys):
     rc = main(["embed", str(tmp_path / "no_weights_needed_yet"), "builtin:digits",
                "--out", str(tmp_path / "file" / "e.npz")])
     assert rc == 2 and "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_writer_that_wraps_the_full_disk_error_is_reported_as_one(tmp_path):
+    # torch.save's zip writer turns ENOSPC into RuntimeError("... unexpected pos ...") (issue 21)
+    target = tmp_path / "checkpoint.pt"
+    target.write_bytes(b"previous")
+    with pytest.raises(DinolabError, match=r"no space left .*checkpoint.pt.*free there.*intact"):
+        with atomic_write(target) as f:
+            f.write(b"x" * 1000)
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            except OSError:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    assert target.read_bytes() == b"previous" and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB tmpfs (root only; skipped where mounting is not allowed)."""
+    import subprocess
+
+    d = tmp_path / "tiny"
+    d.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(d)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield d
+    subprocess.run(["umount", str(d)], capture_output=True)
+
+
+def test_torch_save_on_a_really_full_disk_keeps_the_previous_checkpoint(tiny_disk):
+    import torch
+
+    target = tiny_disk / "checkpoint.pt"
+    with atomic_write(target) as f:
+        torch.save({"w": torch.ones(1000)}, f)  # ~4 KB: fits
+    with pytest.raises(DinolabError, match=r"no space left .*checkpoint.pt.*MB free there"):
+        with atomic_write(target) as f:
+            torch.save({"w": torch.ones(100_000)}, f)  # ~400 KB: does not
+    assert torch.load(target, weights_only=True)["w"].shape == (1000,)
+    assert [p.name for p in tiny_disk.iterdir()] == ["checkpoint.pt"]  # the partial file is gone
