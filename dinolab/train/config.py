@@ -35,8 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from ..errors import ConfigError
-from ..runtime.config_loader import ConfigSchema, bounded, device_name, parse_override, save_config
-from ..runtime.config_loader import to_dict, to_yaml
+from ..runtime.config_loader import ConfigSchema, bounded, device_name, parse_override, save_config, to_dict, to_yaml
 from ..runtime.config_loader import valid_keys as _valid_keys
 from .validation import validate
 
@@ -320,6 +319,22 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
 def list_presets() -> list[str]:
     """Names of the packaged presets (``dinolab/configs/*.yaml``)."""
     return _schema.list_presets()
+
+
+def preset_summary(name: str) -> str:
+    """The first sentence of preset ``name``'s leading comment ('' when it has none)."""
+    text, _ = _schema._preset_text(name)
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    comment, depth = " ".join(x for x in lines if x) + " ", 0
+    for i, ch in enumerate(comment[:-1]):  # the first '.', ':' or ';' outside parentheses, then a space
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0 and ch in ".:;" and comment[i + 1] == " ":
+            return comment[:i]
+    return comment.strip()
 
 
 def read_yaml(source: str | os.PathLike) -> tuple[dict[str, Any], str]:
