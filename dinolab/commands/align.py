@@ -24,15 +24,24 @@ from __future__ import annotations
 
 import argparse
 
+# num_workers stays AlignConfig's own flag: its default (0 for builtin: pairs, else 2) is not the shared one
+_SHARED = ("image_size", "mean", "std", "device", "precision", "progress")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..eval.options import add_inference_arguments
     from ..runtime.config_loader import add_flags
     from ..text.align_config import AlignConfig
 
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. epochs=10 lr=1e-3")
     parser.add_argument("--config", metavar="FILE", help="YAML file of settings (keys of --print-config)")
     parser.add_argument("--out", metavar="DIR", help="run folder for the aligned model (required to train)")
-    add_flags(parser, AlignConfig)
+    add_flags(parser, AlignConfig, skip=_SHARED)
+    # the options every command runs a model with, parsed alike; their defaults are AlignConfig's, so a flag not
+    # given stays out of the namespace and --config / config.yaml / key=value values are not overridden
+    group = add_inference_arguments(parser, only=_SHARED, title="running the backbone (defaults: --print-config)")
+    for action in group._group_actions:
+        action.default = argparse.SUPPRESS
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--force", action="store_true", help="replace an earlier run in OUT")
     group.add_argument("--resume", action="store_true", help="continue the run in OUT from its checkpoint")

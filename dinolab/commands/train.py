@@ -2,7 +2,7 @@
 
 With no argument it runs the embedded default: DINO on builtin:digits with a small ViT (a few
 minutes on a laptop CPU), ending with the k-NN accuracy next to the same architecture at random
-initialisation. CONFIG is a YAML file or a packaged preset name (default, dino_vits16); keys it
+initialisation. CONFIG is a YAML file or a packaged preset name (listed below); keys it
 does not set take the DINO v1 ViT-S/16 defaults. Overrides are dotted keys with YAML values.
 The run directory receives config.yaml, metrics.jsonl, checkpoint.pt and the teacher backbone
 (teacher_backbone.safetensors, loadable by dinolab.load_model); a distillation run
@@ -27,13 +27,32 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("args", nargs="*", metavar="[CONFIG] [key=value ...]",
-                        help="a YAML file or preset name (optional, first), then dotted overrides such as optim.lr=1e-3")
+                        help="a YAML file or preset name (optional, first), then dotted overrides such as "
+                             "optim.lr=1e-3")
     parser.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<timestamp>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint "
                                                             "(overrides, e.g. train.epochs=200, still apply)")
     parser.add_argument("--force", action="store_true", help="start over in an existing, non-empty --out directory")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config (every key) and exit")
     parser.add_argument("--list-presets", action="store_true", help="list the packaged presets and exit")
+    parser.epilog = _presets_epilog()
+
+
+def _presets_epilog() -> str:
+    """Every packaged preset (dinolab/configs/*.yaml) with the first sentence of its comment."""
+    import shutil
+    import textwrap
+
+    from ..train.config import list_presets, preset_summary
+
+    names = list_presets()
+    pad = max(len(n) for n in names) + 2
+    width = max(60, min(shutil.get_terminal_size().columns, 120))
+    lines = [f"presets ({len(names)}, in dinolab/configs/; use as CONFIG):"]
+    for name in names:
+        lines += textwrap.wrap(preset_summary(name), width, initial_indent=f"  {name:<{pad}}",
+                               subsequent_indent=" " * (pad + 2)) or [f"  {name}"]
+    return "\n".join(lines)
 
 
 def _split(items: list[str]) -> tuple[str | None, list[str]]:
@@ -89,9 +108,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{label}: {result.exported} (dinolab.load_model reads it)")
     if result.knn:
         for k, acc in result.knn.items():
-            base = result.knn_random_init.get(k) if result.knn_random_init else None
-            raw = result.knn_raw_pixels.get(k) if result.knn_raw_pixels else None
-            vs = f"   (random init: {base:.1%}" + (f", raw pixels: {raw:.1%}" if raw is not None else "") + ")" \
-                if base is not None else ""
-            print(f"k-NN top-1 @ k={k}: {acc:.1%}{vs}")
+            start = (result.knn_start or {}).get(k)
+            base = (result.knn_random_init or {}).get(k)
+            raw = (result.knn_raw_pixels or {}).get(k)
+            vs = [f"{label}: {v:.1%}" for label, v in ((f"at the start ({trainer.config.model.pretrained})", start),
+                                                         ("random init", base), ("raw pixels", raw)) if v is not None]
+            print(f"k-NN top-1 @ k={k}: {acc:.1%}" + (f"   ({', '.join(vs)})" if vs else ""))
     return 0

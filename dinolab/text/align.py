@@ -173,7 +173,8 @@ def _prepare(weights_or_model: Any, pairs: Any, cfg: AlignConfig, run_dir: Path 
     torch.manual_seed(cfg.seed)
     head = VisionHead(backbone.embed_dim, cfg.embed_dim, num_blocks=cfg.head_blocks, num_heads=_heads_for(backbone),
                       hidden_dim=cfg.head_hidden_dim)
-    features = FeatureSource(backbone, pairs, image_size=cfg.image_size, needs_tokens=head.needs_tokens, device=dev,
+    pp = cfg.inference_options().preprocess_for(backbone, announce="align" if cfg.progress else None)
+    features = FeatureSource(backbone, pairs, preprocess=pp, needs_tokens=head.needs_tokens, device=dev,
                              precision=prec, num_workers=cfg.workers(), progress=cfg.progress,
                              max_bad_fraction=cfg.max_bad_fraction, cache_limit_bytes=cfg.cache_limit_bytes)
     captions = [pairs.captions[i] for i in features.kept]
@@ -188,8 +189,7 @@ def _prepare(weights_or_model: Any, pairs: Any, cfg: AlignConfig, run_dir: Path 
     text = TextEncoder(len(tokenizer), cfg.embed_dim, context_length=tokenizer.context_length, width=cfg.text_width,
                        depth=cfg.text_depth, num_heads=cfg.text_heads, causal=cfg.causal, eos_id=tokenizer.eos_id,
                        pad_id=tokenizer.pad_id)
-    model = AlignedModel(backbone, head, text, tokenizer, image_size=cfg.image_size,
-                         backbone_fingerprint=fingerprint).to(dev)
+    model = AlignedModel(backbone, head, text, tokenizer, preprocess=pp, backbone_fingerprint=fingerprint).to(dev)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     caption_ids = {c: k for k, c in enumerate(dict.fromkeys(captions))}
     n = len(captions)

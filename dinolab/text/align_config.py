@@ -40,7 +40,12 @@ class AlignConfig:
     text_heads: int = bounded(4, ge=1, help="text transformer attention heads")
     causal: bool = bounded(True, help="plain attention in the text encoder instead of causal")
     word_dropout: float = bounded(0.3, ge=0, lt=1, help="probability of leaving a caption word out in training")
-    image_size: int = bounded(224, ge=1, help="centre-crop size the backbone sees")
+    image_size: int | None = bounded(None, ge=1, help="side of the image fed to the backbone (null: the size the "
+                                                      "backbone records, 224 for official weights)")
+    mean: tuple[float, float, float] | None = bounded(None, help="normalisation mean of the RGB channels in [0, 1] "
+                                                                "(null: the backbone's)")
+    std: tuple[float, float, float] | None = bounded(None, gt=0, help="normalisation std of the RGB channels "
+                                                                     "(null: the backbone's)")
     device: str = bounded("auto", check=device_name, help="auto, cpu, cuda, cuda:N or mps")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = bounded("auto", help="backbone pass precision")
     num_workers: int | None = bounded(None, ge=0, help="decoding processes (null: 0 for builtin: pairs, else 2)")
@@ -55,6 +60,13 @@ class AlignConfig:
         if self.num_workers is not None:
             return self.num_workers
         return 0 if str(self.pairs).startswith("builtin:") else 2
+
+    def inference_options(self):
+        """These settings as the :class:`~dinolab.eval.options.InferenceOptions` every command runs a model with."""
+        from ..eval.options import InferenceOptions
+
+        return InferenceOptions(image_size=self.image_size, mean=self.mean, std=self.std, device=self.device,
+                                precision=self.precision, num_workers=self.workers(), progress=self.progress)
 
 
 ALIGN_SCHEMA = ConfigSchema(AlignConfig, command="dinolab align")

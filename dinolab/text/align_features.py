@@ -2,7 +2,8 @@
 
 Nothing augments the images, so the backbone runs **once per image**: with a head without blocks
 only the pooled ``(2D,)`` feature of each image is kept; with blocks the tokens ``(1 + R + N, D)``
-are kept when they fit in ``cache_limit_bytes`` and recomputed per batch otherwise.
+are kept when they fit in ``cache_limit_bytes`` and recomputed per batch otherwise. Images are
+prepared by the run's :class:`~dinolab.models.Preprocess` (the backbone's record unless overridden).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.preprocess import Preprocess
 from .aligned import AlignedModel
 from .pairs import Pairs
 from .vision_head import VisionHead, pooled_features
@@ -25,10 +27,11 @@ class FeatureSource:
     positions in ``kept``.
     """
 
-    def __init__(self, backbone: nn.Module, pairs: Pairs, *, image_size: int, needs_tokens: bool,
+    def __init__(self, backbone: nn.Module, pairs: Pairs, *, preprocess: Preprocess, needs_tokens: bool,
                  device: torch.device, precision: str, num_workers: int, progress: bool, max_bad_fraction: float,
                  cache_limit_bytes: int) -> None:
-        self.backbone, self.dataset, self.image_size = backbone, pairs.dataset, image_size
+        self.backbone, self.dataset, self.preprocess = backbone, pairs.dataset, preprocess
+        image_size = preprocess.image_size
         self.device, self.precision = device, precision
         self.needs_tokens = needs_tokens
         n = len(self.dataset)
@@ -54,9 +57,10 @@ class FeatureSource:
         from tqdm.auto import tqdm
 
         from ..data import BadFileLog, make_loader
-        from ..eval.viz import normalize
 
-        loader = make_loader(self.dataset, 64, num_workers=num_workers, resize_mode="eval", load_size=self.image_size)
+        pp = self.preprocess
+        loader = make_loader(self.dataset, 64, num_workers=num_workers, resize_mode="eval", load_size=pp.image_size,
+                             preprocess=pp)
         bad_log = BadFileLog(max_bad_fraction, config_key="max_bad_fraction")
         kept, parts, seen = [], {}, 0
         for batch in tqdm(loader, desc="backbone features", unit="batch", disable=None if progress else True):
@@ -68,7 +72,7 @@ class FeatureSource:
             kept += batch["indices"].tolist()
             if not self.cached:
                 continue
-            t = self._tokens(normalize(batch["images"].to(self.device)))
+            t = self._tokens(pp.normalize(batch["images"].to(self.device)))
             new = t if self.needs_tokens else {"pooled": pooled_features(t["cls"], t["patches"])}
             for k, v in new.items():
                 parts.setdefault(k, []).append(v.cpu())
@@ -81,11 +85,9 @@ class FeatureSource:
         if self.cached:
             t = {k: self.store[k][idx] for k in _TOKEN_KEYS}
         else:
-            from ..data import resize_eval
-            from ..eval.viz import normalize
-
-            x = torch.stack([resize_eval(self.dataset.load(self.kept[i]), self.image_size) for i in idx])
-            t = self._tokens(normalize(x.to(self.device)))
+            pp = self.preprocess
+            x = torch.stack([pp.resize_image(self.dataset.load(self.kept[i])) for i in idx])
+            t = self._tokens(pp.normalize(x.to(self.device)))
         return head.pool(t["cls"], t["registers"], t["patches"])
 
 

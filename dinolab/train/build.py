@@ -13,7 +13,7 @@ Examples:
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -38,11 +38,12 @@ def arch_kwargs(config: Config) -> dict[str, Any]:
     return kwargs
 
 
-def build_backbone(config: Config) -> VisionTransformer:
-    """The student backbone: random (seeded by the caller) or ``model.pretrained``."""
+def build_backbone(config: Config, announce: Callable[[str], None] | None = None) -> VisionTransformer:
+    """The student backbone: random (seeded by the caller) or ``model.pretrained`` (``announce`` gets the line
+    naming its file, format and architecture)."""
     m = config.model
     if m.pretrained:
-        return load_pretrained_backbone(m.pretrained, m.arch, arch_kwargs(config))
+        return load_pretrained_backbone(m.pretrained, m.arch, arch_kwargs(config), announce)
     return create_model(m.arch, **arch_kwargs(config))
 
 
@@ -52,9 +53,10 @@ def random_init_backbone(config: Config) -> VisionTransformer:
     return create_model(config.model.arch, **{**arch_kwargs(config), "drop_path_rate": 0.0})
 
 
-def build_models(config: Config, objectives: Objectives, device: torch.device) -> tuple[nn.ModuleDict, TeacherStrategy]:
+def build_models(config: Config, objectives: Objectives, device: torch.device,
+                 announce: Callable[[str], None] | None = None) -> tuple[nn.ModuleDict, TeacherStrategy]:
     """The student (``backbone`` + the objectives' heads, on ``device``, train mode) and the teacher."""
-    backbone = build_backbone(config)
+    backbone = build_backbone(config, announce)
     ema_backbone = ema_copy(backbone)
     student = nn.ModuleDict({"backbone": backbone, **objectives.make_heads(backbone.embed_dim)})
     student = student.to(device).train()

@@ -321,6 +321,22 @@ def list_presets() -> list[str]:
     return _schema.list_presets()
 
 
+def preset_summary(name: str) -> str:
+    """The first sentence of preset ``name``'s leading comment ('' when it has none)."""
+    text, _ = _schema._preset_text(name)
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    comment, depth = " ".join(x for x in lines if x) + " ", 0
+    for i, ch in enumerate(comment[:-1]):  # the first '.', ':' or ';' outside parentheses, then a space
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0 and ch in ".:;" and comment[i + 1] == " ":
+            return comment[:i]
+    return comment.strip()
+
+
 def read_yaml(source: str | os.PathLike) -> tuple[dict[str, Any], str]:
     """The dict in a YAML file or packaged preset, and a description of where it came from."""
     return _schema.read_yaml(source)

@@ -14,7 +14,7 @@ Examples:
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import ConfigError
 from ..models import VisionTransformer
@@ -43,8 +43,24 @@ def matching_presets(config: dict[str, Any]) -> list[str]:
     return [name for name, cfg in sorted(PRESETS.items()) if _structure(cfg) == want]
 
 
-def load_pretrained_backbone(path: str, arch: str, kwargs: dict[str, Any]) -> VisionTransformer:
-    """The backbone in ``path``, checked against ``create_model(arch, **kwargs)``; drop-path from ``kwargs``."""
+def describe_pretrained(weights: Any, arch: str) -> str:
+    """One line naming the weights a run starts from, their format and architecture (``weights``: a
+    :class:`~dinolab.models.weights.LoadedWeights`)."""
+    c = weights.config
+    kind = {"dinolab": "dinolab", "official": "official", "hf": "Hugging Face"}.get(weights.format, weights.format)
+    family = {"dino": " DINO", "dinov2": " DINOv2", "dinov2_reg": " DINOv2 (registers)", "dinov3": " DINOv3"}.get(
+        weights.family or "", "")
+    entry = f", entry {weights.source!r}" if weights.source else ""
+    registers = f", {c['num_register_tokens']} registers" if c.get("num_register_tokens") else ""
+    return (f"model.pretrained: starting from {weights.path} ({kind}{family} weights{entry}; model.arch={arch}: "
+            f"width {c.get('embed_dim')}, {c.get('depth')} blocks, {c.get('num_heads')} heads, patch "
+            f"{c.get('patch_size')}{registers})")
+
+
+def load_pretrained_backbone(path: str, arch: str, kwargs: dict[str, Any],
+                             announce: Callable[[str], None] | None = None) -> VisionTransformer:
+    """The backbone in ``path``, checked against ``create_model(arch, **kwargs)``; drop-path from ``kwargs``.
+    ``announce`` receives :func:`describe_pretrained`'s line once the file is read and fits."""
     from ..models.weights import build_model, read_weights
 
     weights = read_weights(path)
@@ -56,6 +72,8 @@ def load_pretrained_backbone(path: str, arch: str, kwargs: dict[str, Any]) -> Vi
         fix = (f"set model.arch={names[0]} (and crop sizes that are multiples of its patch size {found['patch_size']})"
                if names else "set model.arch and model.options to the architecture of the file")
         raise ConfigError(f"model.pretrained={path} does not fit model.arch={arch}: " + "; ".join(diffs) + f". {fix}")
+    if announce is not None:
+        announce(describe_pretrained(weights, arch))
     weights.config.update(drop_path_rate=kwargs.get("drop_path_rate", 0.0),
                           drop_path_uniform=kwargs.get("drop_path_uniform", False))
     return build_model(weights)

@@ -54,7 +54,7 @@ from ..runtime.fsdp import SHARD_DIR, gathered_backbone, prune_shards, save_shar
 from ..runtime.messages import say
 from ..runtime.metrics_log import MetricsLog
 from ..runtime.run_dir import RunDirectory
-from .build import build_models, make_multicrop, random_init_backbone
+from .build import build_backbone, build_models, make_multicrop, random_init_backbone
 from .callbacks import Callback, EpochEnd, default_callbacks
 from .config import Config, load_config, validate
 from .crop_plan import CropPlan, largest_global_crop
@@ -79,8 +79,8 @@ class TrainingDiverged(DinolabError):
 
 @dataclass
 class TrainResult:
-    """What a run produced. ``knn`` / ``knn_random_init`` / ``knn_raw_pixels``: top-1 accuracy per k (labelled
-    data only)."""
+    """What a run produced. ``knn`` / ``knn_start`` / ``knn_random_init`` / ``knn_raw_pixels``: top-1 accuracy per
+    k (labelled data only); ``knn_start`` is that of the ``model.pretrained`` weights the run started from."""
 
     run_dir: Path
     iterations: int
@@ -92,6 +92,7 @@ class TrainResult:
     wall_time: float
     exported: Path | None = None  # the backbone to use: EMA teacher, or EMA student when distilling
     knn_raw_pixels: dict[int, float] | None = None  # the same k-NN on the images' [0, 1] pixels
+    knn_start: dict[int, float] | None = None  # of the model.pretrained weights (None: a random start)
 
 
 def default_run_dir() -> Path:
@@ -179,7 +180,9 @@ class Trainer:
         self.iters_per_epoch = ipe = self.data_plan.iters_per_epoch
         self.schedules = Schedules.from_config(c, ipe)
         self.objectives = Objectives.from_config(c).to(self.device)
-        self.student, self.teacher_strategy = build_models(c, self.objectives, self.device)
+        self._pretrained_note: list[str] = []  # said in setup() unless a checkpoint replaces these weights
+        self.student, self.teacher_strategy = build_models(c, self.objectives, self.device,
+                                                           announce=self._pretrained_note.append)
         self.teacher = self.teacher_strategy.model
         if self.teacher_strategy.describe():
             _say(self.teacher_strategy.describe())
@@ -239,8 +242,8 @@ class Trainer:
         data = state.get("data", {})
         if data.get("batches_per_pass") not in (None, self.data_plan.batches_per_pass):
             raise DinolabError(f"the data of {self.run_dir} changed since the checkpoint ({data['batches_per_pass']} "
-                               f"batches per pass then, {self.data_plan.batches_per_pass} now); resume with the same data.source "
-                               f"and train.batch_size, or start a new run")
+                               f"batches per pass then, {self.data_plan.batches_per_pass} now); resume with the same "
+                               f"data.source and train.batch_size, or start a new run")
         try:
             self.student.load_state_dict(state["student"])
             self.teacher_strategy.load_state_dict(state, self.run_dir)
@@ -286,12 +289,18 @@ class Trainer:
 
     def knn(self, backbone: nn.Module) -> dict[int, float]:
         """Top-1 k-NN accuracy per k of ``backbone`` (train split as memory, held-out split as queries)."""
-        return knn_accuracy(backbone, self.data, self.config, self.device, self.precision, self.data_plan.eval_bad_files,
-                            preprocess=self.preprocess())
+        return knn_accuracy(backbone, self.data, self.config, self.device, self.precision,
+                            self.data_plan.eval_bad_files, preprocess=self.preprocess())
 
     def knn_random_init(self) -> dict[int, float]:
         """k-NN of the same architecture at its (seeded) random initialisation: the baseline to beat."""
         return self.knn(random_init_backbone(self.config).to(self.device))
+
+    def knn_start(self) -> dict[int, float] | None:
+        """k-NN of the ``model.pretrained`` weights the run started from (None when it started at random)."""
+        if not self.config.model.pretrained:
+            return None
+        return self.knn(build_backbone(self.config).to(self.device).eval())
 
     def preprocess(self):
         """How the exported backbone sees: the global crop size and the training normalisation."""
@@ -355,7 +364,7 @@ class Trainer:
         self.nonfinite_streak = 0
         for callback in self.callbacks:
             callback.on_step(self, record)
-        bar.set_postfix(epoch=record["epoch"], loss=f"{record['loss']:.3f}",
+        bar.set_postfix(epoch=f"{record['epoch'] + 1}/{self.config.train.epochs}", loss=f"{record['loss']:.3f}",
                         img_s=f"{record['images_per_s']:.0f}", refresh=False)
 
     def setup(self) -> int:
@@ -372,6 +381,9 @@ class Trainer:
             if state is not None:
                 self._start = self.load_state_dict(state)  # may refuse: the run directory is still untouched
             self._commit_run_dir()
+            if state is None:
+                for note in self._pretrained_note:
+                    _say(note)
         except BaseException:
             self.run.abandon()
             raise
@@ -455,10 +467,11 @@ class Trainer:
         return self._finish(start, done, last_record, t_start)
 
     def _finish(self, start: int, done: int, last_record: dict[str, Any], t_start: float) -> TrainResult:
-        """The closing messages (stop, final k-NN against random initialisation, bad files) and the result."""
+        """The closing messages (stop, final k-NN against the starting weights and random initialisation, bad
+        files) and the result."""
         total = self.schedules.total_iters
         stopped = self._stop if done < total else None
-        knn_random = knn_raw = None
+        knn_random = knn_raw = knn_start = None
         if stopped:
             _say(f"stopped by {stopped} at step {done}; checkpoint saved. Continue with: "
                  f"dinolab train --resume {self.run_dir}")
@@ -468,22 +481,25 @@ class Trainer:
             from ..data.badfiles import warnings_held_back
             from ..eval.baselines import raw_pixel_knn
 
-            knn_random = self.knn_random_init()
+            knn_random, knn_start = self.knn_random_init(), self.knn_start()
             e = self.config.eval
             with warnings_held_back():  # unreadable files were named by the k-NN evaluations already
-                knn_raw = raw_pixel_knn(self.data.train, self.data.val, e.image_size or self.config.crops.global_crops_size,
-                                        k=e.knn_k, temperature=e.knn_temperature, device=self.device)
-            self.metrics.write({"step": done, **{f"knn_top1_random_init@{k}": v for k, v in knn_random.items()},
+                size = e.image_size or self.config.crops.global_crops_size
+                knn_raw = raw_pixel_knn(self.data.train, self.data.val, size, k=e.knn_k, temperature=e.knn_temperature,
+                                        device=self.device)
+            self.metrics.write({"step": done, **{f"knn_top1_start@{k}": v for k, v in (knn_start or {}).items()},
+                                **{f"knn_top1_random_init@{k}": v for k, v in knn_random.items()},
                                 **{f"knn_top1_raw_pixels@{k}": v for k, v in knn_raw.items()}})
             self.metrics.close()
             k = 20 if 20 in self.last_knn else max(self.last_knn)
-            _say(f"final k-NN top-1 (k={k}): {self.last_knn[k]:.1%} after pretraining vs {knn_random[k]:.1%} for the "
-                 f"same architecture at random initialisation and {knn_raw[k]:.1%} on raw pixels")
+            start = f"{knn_start[k]:.1%} at the start ({self.config.model.pretrained}), " if knn_start else ""
+            _say(f"final k-NN top-1 (k={k}): {self.last_knn[k]:.1%} after pretraining vs {start}{knn_random[k]:.1%} "
+                 f"for the same architecture at random initialisation and {knn_raw[k]:.1%} on raw pixels")
         if self.rank == 0 and self.bad_file_report().count:
             _say(self.bad_file_report().summary())
         return TrainResult(run_dir=self.run_dir, iterations=done, epochs=done / self.iters_per_epoch,
                            loss=last_record.get("loss"), knn=self.last_knn, knn_random_init=knn_random,
-                           knn_raw_pixels=knn_raw,
+                           knn_raw_pixels=knn_raw, knn_start=knn_start,
                            stopped_by=stopped, wall_time=time.perf_counter() - t_start,
                            exported=self.run_dir / self.teacher_strategy.export_name)
 

@@ -60,11 +60,14 @@ def command_line(name, root, weights, out):
                    "--k", "1", "--out", str(out), *common],
         "zeroshot": ["zeroshot", data, "--aligned", str(root / "aligned"), *common],
         "search": ["search", data, "--aligned", str(root / "aligned"), "--text", "a red", *common],
+        "align": ["align", "--weights", weights, "--pairs", "builtin:shapes?n=8&size=64", "--out", str(out),
+                  "epochs=1", "batch_size=4", "embed_dim=8", "text_width=16", "text_depth=1", "head_hidden_dim=16",
+                  *common],
     }[name]
 
 
 COMMANDS = ["embed", "knn", "linear", "fewshot", "retrieve", "attention", "objects", "pca", "dedup", "curate",
-            "zeroshot", "search"]
+            "zeroshot", "search", "align"]
 
 
 @pytest.fixture
@@ -92,7 +95,7 @@ def test_each_command_feeds_the_recorded_size_and_normalisation(setup, fed, tmp_
     assert f"{command}: image size {SIZE} px" in err and "mean (0, 0, 0) std (1, 1, 1)" in err
 
 
-@pytest.mark.parametrize("command", ["embed", "attention", "zeroshot"])
+@pytest.mark.parametrize("command", ["embed", "attention", "zeroshot", "align"])
 def test_the_command_line_wins_over_the_record(setup, fed, tmp_path, capsys, command):
     root, weights = setup
     argv = command_line(command, root, weights, tmp_path / "out") + ["--image-size", "48", "--mean", "0.5", "0.5",

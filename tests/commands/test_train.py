@@ -59,3 +59,31 @@ def test_resume_takes_no_config(tmp_path, capsys):
     assert "--resume continues with the run's own config.yaml" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_help_lists_every_packaged_preset(capsys):
+    from pathlib import Path
+
+    import dinolab
+
+    presets = sorted(p.stem for p in (Path(dinolab.__file__).parent / "configs").glob("*.yaml"))
+    assert len(presets) >= 8
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    listed = capsys.readouterr().out.split(f"presets ({len(presets)}, in dinolab/configs/")[1]
+    for name in presets:
+        assert f"\n  {name} " in listed, name
+    assert "  dino_vits16     DINO v1 ViT-S/16, the official" in listed  # each with its comment's first sentence
+
+
+def test_a_run_from_pretrained_weights_prints_the_comparison_with_them(tmp_path, capsys):
+    import dinolab
+
+    source = dinolab.create_model("vit_tiny", patch_size=8, img_size=16, embed_dim=32, depth=2, num_heads=2)
+    path = dinolab.save_model(source, tmp_path / "released")
+    assert main(["train", *TINY, f"model.pretrained={path}", "--out", str(tmp_path / "run")]) == 0
+    captured = capsys.readouterr()
+    assert f"model.pretrained: starting from {path} (dinolab weights" in captured.err
+    assert "k-NN top-1 @ k=10:" in captured.out and f"(at the start ({path}): " in captured.out
+    assert ", random init: " in captured.out

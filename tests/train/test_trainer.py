@@ -133,3 +133,53 @@ def test_unreadable_images_are_skipped_and_named(tiny, tmp_path):
     assert result.iterations == 3 and math.isfinite(result.loss)
     log = (tmp_path / "run" / "bad_files.log").read_text()
     assert "empty.png" in log and "notes.jpg" in log
+
+
+def test_a_run_from_pretrained_weights_names_them_and_compares_against_them(tiny, tmp_path, capsys):
+    import dinolab
+
+    torch.manual_seed(7)
+    source = dinolab.create_model("vit_tiny", patch_size=8, img_size=16, embed_dim=32, depth=2, num_heads=2)
+    path = dinolab.save_model(source, tmp_path / "released")
+    trainer = Trainer(tiny(f"model.pretrained={path}", "train.epochs=1", "eval.knn_every=1", "eval.knn_k=[3]"),
+                      tmp_path / "run")
+    result = trainer.fit()
+    err = capsys.readouterr().err
+    assert (f"model.pretrained: starting from {path} (dinolab weights; model.arch=vit_tiny: width 32, 2 blocks, "
+            f"2 heads, patch 8)") in err
+    expected = trainer.knn(source.eval())  # the file's own weights, as saved
+    assert result.knn_start == expected and set(result.knn_random_init) == {3}
+    assert f"at the start ({path})" in err and f"{expected[3]:.1%} at the start" in err
+    final = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "knn_top1_start@3" in r]
+    assert final and final[-1]["knn_top1_start@3"] == expected[3]
+    # resuming from the run's checkpoint: its weights are the checkpoint's, so no "starting from" line
+    Trainer.from_run(tmp_path / "run", ["train.epochs=2"]).fit()
+    assert "starting from" not in capsys.readouterr().err
+
+
+def test_a_random_start_has_no_start_comparison(tiny, tmp_path):
+    result = Trainer(tiny("train.epochs=1", "eval.knn_every=1", "eval.knn_k=[3]"), tmp_path).fit()
+    assert result.knn_start is None and result.knn_random_init is not None
+
+
+def test_the_progress_bar_counts_epochs_from_one(tiny, tmp_path, monkeypatch):
+    import tqdm.auto
+
+    postfixes = []
+
+    class Bar:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def set_postfix(self, **kwargs):
+            postfixes.append(kwargs["epoch"])
+
+        def update(self, n):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    Trainer(tiny(), tmp_path).fit()  # 2 epochs of 3 steps
+    assert postfixes == ["1/2"] * 3 + ["2/2"] * 3
