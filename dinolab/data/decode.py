@@ -24,8 +24,28 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
 
-# About 179 million pixels (e.g. 13,000 x 13,000), twice Pillow's warning threshold.
-DEFAULT_MAX_PIXELS = 2 * 89_478_485
+MAX_PIXELS_ENV = "DINOLAB_MAX_PIXELS"
+
+
+def _default_max_pixels() -> int | None:
+    """About 179 million pixels (e.g. 13,000 x 13,000), twice Pillow's warning threshold, unless the
+    environment variable ``DINOLAB_MAX_PIXELS`` says otherwise (a whole number, or ``none``): the one knob
+    for the commands that read images, which have no option of their own for it."""
+    value = os.environ.get(MAX_PIXELS_ENV)
+    if value is None:
+        return 2 * 89_478_485
+    if value.strip().lower() == "none":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise DataError(f"{MAX_PIXELS_ENV}={value!r} must be a positive whole number of pixels or 'none'")
+    return n
+
+
+DEFAULT_MAX_PIXELS = _default_max_pixels()
 _ORIENTATION = 0x0112  # EXIF tag
 
 
@@ -109,7 +129,8 @@ def _check_size(path: Path, size: tuple[int, int], max_pixels: int | None) -> No
 
 def _too_large(declared: str, limit: int) -> str:
     return (f"declared size{declared} is above the limit of {limit:,} pixels (possible decompression bomb; "
-            f"if the file is genuine, raise the limit: data.max_pixels in dinolab train, max_pixels in ImageDataset)")
+            f"if the file is genuine, raise the limit: data.max_pixels=N for dinolab train, the environment "
+            f"variable {MAX_PIXELS_ENV}=N for the other commands, max_pixels=N in ImageDataset)")
 
 
 def _allow_in_pillow(max_pixels: int | None) -> None:

@@ -308,6 +308,9 @@ font-weight:600}pre{background:#f3f4f7;padding:10px;border-radius:6px;overflow:a
 """
 
 
+Section = tuple[str, str, str]  # (anchor, title, body html)
+
+
 def build_report(run_dir: str | os.PathLike, exclude: tuple[str | os.PathLike, ...] = (),
                  results: Sequence[str | os.PathLike] = ()) -> str:
     """The HTML page for ``run_dir`` (see the module docstring); ``exclude``: files not to embed; ``results``:
@@ -320,30 +323,48 @@ def build_report(run_dir: str | os.PathLike, exclude: tuple[str | os.PathLike, .
     if not run.is_dir():
         raise DataError(f"{run} is not a folder; give the run directory written by `dinolab train --out RUN`")
     skip = {Path(p).resolve() for p in exclude}
-    sections: list[tuple[str, str, str]] = []  # (anchor, title, body html)
     notes: list[str] = []
+    sections = [s for s in (_curves_section(run, notes), _config_section(run),
+                            _evaluations_section(run, skip, results, notes), _pictures_section(run, skip, notes),
+                            _bad_files_section(run)) if s is not None]
+    if not sections:
+        raise DataError(f"{run} holds no metrics.jsonl, config.yaml, evaluation JSON or pictures; give the run "
+                        f"directory written by `dinolab train --out RUN` (or a folder of results)")
+    if notes:
+        sections.append(("notes", "Notes", "<ul>" + "".join(f"<li class=note>{html.escape(n)}</li>" for n in notes)
+                         + "</ul>"))
+    return _page(run, sections)
 
+
+def _curves_section(run: Path, notes: list[str]) -> Section | None:
     metrics_path = run / "metrics.jsonl"
-    if metrics_path.is_file():
-        metrics = read_metrics(metrics_path)
-        notes += metrics.notes
-        body = ""
-        if metrics.last:
-            last = {"step": metrics.last.pop("step"), **metrics.last} if "step" in metrics.last else metrics.last
-            body += "<h3>Latest value of each metric</h3>" + json_tables(last)
-        plots = plot_curves(metrics)
-        body += '<div class="grid">' + "".join(
-            f'<figure><img alt="{html.escape(t)}" src="{_data_uri(png, "image/png")}"></figure>' for t, png in plots
-        ) + "</div>"
-        if not plots:
-            body += "<p class=note>metrics.jsonl has no numeric series to plot</p>"
-        sections.append(("curves", f"Training curves ({metrics.records} records)", body))
+    if not metrics_path.is_file():
+        return None
+    metrics = read_metrics(metrics_path)
+    notes += metrics.notes
+    body = ""
+    if metrics.last:
+        last = {"step": metrics.last.pop("step"), **metrics.last} if "step" in metrics.last else metrics.last
+        body += "<h3>Latest value of each metric</h3>" + json_tables(last)
+    plots = plot_curves(metrics)
+    body += '<div class="grid">' + "".join(
+        f'<figure><img alt="{html.escape(t)}" src="{_data_uri(png, "image/png")}"></figure>' for t, png in plots
+    ) + "</div>"
+    if not plots:
+        body += "<p class=note>metrics.jsonl has no numeric series to plot</p>"
+    return "curves", f"Training curves ({metrics.records} records)", body
 
+
+def _config_section(run: Path) -> Section | None:
     config_path = run / "config.yaml"
-    if config_path.is_file():
-        text = config_path.read_text(encoding="utf-8", errors="replace")
-        sections.append(("config", "Configuration", f"<pre>{html.escape(text)}</pre>"))
+    if not config_path.is_file():
+        return None
+    text = config_path.read_text(encoding="utf-8", errors="replace")
+    return "config", "Configuration", f"<pre>{html.escape(text)}</pre>"
 
+
+def _evaluations_section(run: Path, skip: set[Path], results: Sequence[str | os.PathLike],
+                         notes: list[str]) -> Section | None:
     tables = []
     comparison = random_init_comparison(run)
     if comparison:
@@ -365,41 +386,42 @@ def build_report(run_dir: str | os.PathLike, exclude: tuple[str | os.PathLike, .
             continue
         rendered = render_evaluation(data)
         tables.append(f"<h3>{rel}</h3>{rendered if rendered is not None else json_tables(data)}")
-    if tables:
-        sections.append(("evaluations", "Evaluations", "".join(tables)))
+    return ("evaluations", "Evaluations", "".join(tables)) if tables else None
 
+
+def _pictures_section(run: Path, skip: set[Path], notes: list[str]) -> Section | None:
     pictures, picture_notes = _pictures(run, skip)
     notes += picture_notes
-    if pictures:
-        body = ""
-        for folder, paths in sorted(pictures.items()):
-            body += f"<h3>{html.escape(folder if folder != '.' else run.name)}</h3><div class=grid>"
-            for p in paths:
-                data = p.read_bytes()
-                uri = _data_uri(data, PICTURE_TYPES[p.suffix.lower()])
-                body += (f'<figure><img alt="{html.escape(p.name)}" src="{uri}"{_display_size(data)}>'
-                         f"<figcaption>{html.escape(p.name)}</figcaption></figure>")
-            body += "</div>"
-        sections.append(("pictures", "Pictures", body))
+    if not pictures:
+        return None
+    body = ""
+    for folder, paths in sorted(pictures.items()):
+        body += f"<h3>{html.escape(folder if folder != '.' else run.name)}</h3><div class=grid>"
+        for p in paths:
+            data = p.read_bytes()
+            uri = _data_uri(data, PICTURE_TYPES[p.suffix.lower()])
+            body += (f'<figure><img alt="{html.escape(p.name)}" src="{uri}"{_display_size(data)}>'
+                     f"<figcaption>{html.escape(p.name)}</figcaption></figure>")
+        body += "</div>"
+    return "pictures", "Pictures", body
 
+
+def _bad_files_section(run: Path) -> Section | None:
     bad_log = run / "bad_files.log"
-    if bad_log.is_file():
-        lines = bad_log.read_text(encoding="utf-8", errors="replace").splitlines()
-        more = f"\n... {len(lines) - 200} more" if len(lines) > 200 else ""
-        listing = html.escape(chr(10).join(lines[:200]) + more)
-        sections.append(("bad", f"Unreadable files ({len(lines)})", f"<pre>{listing}</pre>"))
+    if not bad_log.is_file():
+        return None
+    lines = bad_log.read_text(encoding="utf-8", errors="replace").splitlines()
+    more = f"\n... {len(lines) - 200} more" if len(lines) > 200 else ""
+    listing = html.escape(chr(10).join(lines[:200]) + more)
+    return "bad", f"Unreadable files ({len(lines)})", f"<pre>{listing}</pre>"
 
-    if not sections:
-        raise DataError(f"{run} holds no metrics.jsonl, config.yaml, evaluation JSON or pictures; give the run "
-                        f"directory written by `dinolab train --out RUN` (or a folder of results)")
-    if notes:
-        sections.append(("notes", "Notes", "<ul>" + "".join(f"<li class=note>{html.escape(n)}</li>" for n in notes)
-                         + "</ul>"))
+
+def _page(run: Path, sections: list[Section]) -> str:
+    from .. import __version__
+
     title = f"dinolab report: {run.resolve().name}"
     nav = "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _ in sections)
     body = "".join(f'<section id="{a}"><h2>{html.escape(t)}</h2>{b}</section>' for a, t, b in sections)
-    from .. import __version__
-
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
             f"<title>{html.escape(title)}</title><style>{CSS}{EVAL_CSS}</style></head><body>"

@@ -159,3 +159,24 @@ def test_unreadable_image_pickles():
 def test_broken_exif_keeps_the_image(tmp_path):
     Image.new("RGB", (9, 5), (0, 128, 0)).save(tmp_path / "x.jpg", exif=b"Exif\x00\x00II*\x00\xff\xff\xff\x7fjunk")
     assert decode_image(tmp_path / "x.jpg").shape == (3, 5, 9)
+
+
+def test_the_pixel_limit_message_names_a_knob_every_command_has(tmp_path):
+    # issue 22 item 14: the bomb message suggested data.max_pixels to commands that have no such option
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
+    code = ("from dinolab.data.decode import decode_image, UnreadableImage\n"
+            f"try:\n    decode_image({str(tmp_path / 'a.png')!r})\n"
+            "except UnreadableImage as e:\n    print('refused:', e.reason)\nelse:\n    print('read')\n")
+    run = lambda value: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731
+                                       env={**os.environ, "DINOLAB_MAX_PIXELS": value}, timeout=120)
+    small = run("1000")
+    assert "refused:" in small.stdout and "DINOLAB_MAX_PIXELS" in small.stdout and "data.max_pixels" in small.stdout
+    assert run("1200").stdout.strip() == "read" and run("none").stdout.strip() == "read"
+    bad = run("lots")
+    assert bad.returncode != 0 and "DINOLAB_MAX_PIXELS='lots'" in bad.stderr
