@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -281,11 +281,19 @@ def find_duplicates(store: EmbeddingStore, *, threshold: float = DINO_THRESHOLD,
     ds.union_many(edges[:, 0], edges[:, 1])
     groups = ds.groups()
     paths = store.paths
+    policy = keep if store.has_paths else "first"
+    roots = ds.find_all()
+    if verify is not None:
+        groups = split_weak_chains(groups, edges, lambda g: _choose(g, paths, policy),
+                                   lambda pairs: verify.scores(paths, pairs, progress=False) >= verify.min_score)
+        roots = np.arange(n, dtype=np.int64)
+        for g in groups:
+            roots[g] = g[0]
     keep_mask = np.ones(n, dtype=bool)
     sim_to_kept = np.full(n, np.nan, np.float32)
     kept = []
     for g in _progress_iter(groups, "choosing kept images", progress, min_items=1000):
-        chosen = _choose(g, paths, keep if store.has_paths else "first")
+        chosen = _choose(g, paths, policy)
         keep_mask[g] = False
         keep_mask[chosen] = True
         kept.append(chosen)
@@ -294,8 +302,46 @@ def find_duplicates(store: EmbeddingStore, *, threshold: float = DINO_THRESHOLD,
     result = DedupResult(paths=paths, keep=keep_mask, groups=groups, kept=kept, edges=edges,
                          edge_sims=edge_sims, threshold=threshold, k=k, sim_to_kept=sim_to_kept, **(checked or {}))
     if against is not None:
-        _remove_leaks(result, store, against, against_threshold, ds.find_all(), progress, search)
+        _remove_leaks(result, store, against, against_threshold, roots, progress, search)
     return result
+
+
+def split_weak_chains(groups: list[np.ndarray], edges: np.ndarray, choose: Callable[[np.ndarray], int],
+                      verified: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
+    """Split connected components so that every member of a group is verified against its kept image.
+
+    Verified links chain: A~B and B~C put A and C in one group even when A and C are different
+    pictures (two drawings of one digit each close to a third). Each component picks its kept
+    image (``choose``), keeps the members linked to it directly or verified against it
+    (``verified``: P×2 pairs -> P bool), and the rest form the components of the links among them,
+    split again in turn. A real copy group (an original and its edited copies) stays whole.
+
+    Args:
+        groups: sorted int64 arrays of row indices (components with ≥2 members).
+        edges: E×2 verified links.
+    Returns:
+        the groups with ≥2 members, each sorted, ordered by their smallest member.
+    """
+    linked = {(int(a), int(b)) for a, b in edges.tolist()}
+    linked |= {(b, a) for a, b in linked}
+    out, todo = [], list(groups)
+    while todo:
+        g = todo.pop()
+        rep = choose(g)
+        others = g[g != rep]
+        direct = np.array([(rep, int(i)) in linked for i in others], bool)
+        ok = direct.copy()
+        if (~direct).any():
+            ok[~direct] = verified(np.stack([np.full(int((~direct).sum()), rep), others[~direct]], 1))
+        out.append(np.sort(np.append(others[ok], rep)))
+        rest = others[~ok]
+        if len(rest) >= 2:
+            inside = np.isin(edges, rest).all(1)
+            sub = DisjointSet(len(rest))
+            sub.union_many(np.searchsorted(rest, edges[inside, 0]), np.searchsorted(rest, edges[inside, 1]))
+            todo.extend(rest[m] for m in sub.groups())
+    out = [g for g in out if len(g) >= 2]
+    return sorted(out, key=lambda g: int(g[0]))
 
 
 def _remove_leaks(result: DedupResult, store: EmbeddingStore, against: EmbeddingStore, threshold: float,
@@ -330,6 +376,6 @@ def _image_size(path: str) -> tuple[int, int]:
         return 0, 0
 
 
-__all__ = ["DisjointSet", "DedupResult", "duplicate_edges", "find_duplicates", "DINO_THRESHOLD",
+__all__ = ["DisjointSet", "DedupResult", "split_weak_chains", "duplicate_edges", "find_duplicates", "DINO_THRESHOLD",
            "DINO_AGAINST_THRESHOLD", "SSCD_THRESHOLD", "SSCD_AGAINST_THRESHOLD", "THRESHOLDS",
            "VERIFIED_THRESHOLDS", "DEFAULT_K"]

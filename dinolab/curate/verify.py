@@ -23,6 +23,17 @@ pixels do not line up. On the planted benchmark every original-copy pair scored 
 pair of different pictures ≤ 0.66 (BENCHMARKS.md), hence the default ``min_score`` 0.75. Rotations, strong crops,
 overlays and other heavy edits are *not* verified: verification trades recall on those for precision.
 
+Pictures with *little* detail (drawings upscaled from a few pixels, smooth blurred shapes) have few
+independent pixels, so different drawings of one shape correlate highly: two distinct 8×8 digits
+upscaled to 32 px score up to 0.96, while their resized, re-encoded, cropped or mirrored copies score
+≥ 0.99. A picture counts as low-detail when less than ``LOW_DETAIL`` (0.4) of its detail's energy is
+finer than a quarter of the thumbnail (lost by shrinking the detail 4× and enlarging it back; digits
+0.15-0.25, photo-like textures with grain 0.72). When both pictures are low-detail the NCC must reach
+``low_detail_min_score`` (0.98): the reported score is the NCC rescaled so that this NCC lands on
+``min_score`` (``1 - (1 - ncc)·(1 - min_score) / (1 - low_detail_min_score)``), so callers keep
+comparing one score with ``min_score`` (clipped at -1; nothing changes when ``min_score`` is
+already the higher of the two).
+
 Pictures without detail (standard deviation of the detail below 1/255: flat or smoothly shaded)
 carry nothing to align: such a pair scores 1 if neither has detail and their thumbnails, resized to
 one frame, differ by at most 4/255 on average, else 0.
@@ -44,6 +55,7 @@ from .store import _progress_iter
 
 FLAT_STD = 1.0 / 255
 FLAT_MEAN_TOLERANCE = 4.0 / 255
+LOW_DETAIL = 0.4
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,7 @@ class PixelVerifier:
         max_crop: largest share of each side an edited copy may have lost to cropping.
         size: shorter side of the thumbnails, in pixels (memory: ``3·size²`` bytes per image).
         flips: also try the mirrored picture (a horizontally flipped copy is a duplicate).
+        low_detail_min_score: NCC a pair of low-detail pictures must reach (see the module docstring).
 
     Examples:
         >>> v = PixelVerifier()
@@ -67,10 +80,13 @@ class PixelVerifier:
     max_crop: float = 0.2
     size: int = 64
     flips: bool = True
+    low_detail_min_score: float = 0.98
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.min_score <= 1.0:
             raise ConfigError(f"verify min_score={self.min_score} must be an NCC in [-1, 1]")
+        if not -1.0 <= self.low_detail_min_score < 1.0:
+            raise ConfigError(f"verify low_detail_min_score={self.low_detail_min_score} must be an NCC in [-1, 1)")
         if not 0.0 <= self.max_crop < 1.0:
             raise ConfigError(f"verify max_crop={self.max_crop} must be in [0, 1) (a share of each side)")
         if self.size < 8:
@@ -94,8 +110,9 @@ class PixelVerifier:
 
     def pair_score(self, a: torch.Tensor, b: torch.Tensor) -> float:
         """Score of two thumbnails (``(C, h, w)`` or ``(h, w)`` float in [0, 1], the same C): the best
-        over both roles."""
-        a, b = (t[None] if t.dim() == 2 else t for t in (a, b))
+        over both roles. Each is first resized to shorter side ``size`` (as :meth:`scores` reads them),
+        so the detail's blur is the same share of both pictures."""
+        a, b = (_to_size(t[None] if t.dim() == 2 else t, self.size) for t in (a, b))
         sigma = self.size / 8
         da, db = detail(a, sigma), detail(b, sigma)
         flat_a, flat_b = bool(da.std() < FLAT_STD), bool(db.std() < FLAT_STD)
@@ -104,7 +121,10 @@ class PixelVerifier:
                 return 0.0
             b_as_a = F.interpolate(b[None], size=a.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
             return float(float((a - b_as_a[0]).abs().mean()) <= FLAT_MEAN_TOLERANCE)
-        return max(self._inside(da, db), self._inside(db, da))
+        ncc = max(self._inside(da, db), self._inside(db, da))
+        if self.low_detail_min_score > self.min_score and fine_share(da) < LOW_DETAIL and fine_share(db) < LOW_DETAIL:
+            return max(-1.0, 1.0 - (1.0 - ncc) * (1.0 - self.min_score) / (1.0 - self.low_detail_min_score))
+        return ncc
 
     def _inside(self, outer: torch.Tensor, inner: torch.Tensor) -> float:
         """Best NCC of ``inner`` (C×h×w) resized and placed inside ``outer`` (C×H×W).
@@ -172,6 +192,25 @@ def detail(thumb: torch.Tensor, sigma: float) -> torch.Tensor:
     return (x - blurred).view_as(thumb)
 
 
+def _to_size(t: torch.Tensor, size: int) -> torch.Tensor:
+    """``(C, h, w)`` float resized (bilinear, antialiased) to shorter side ``size``; unchanged if it has it."""
+    h, w = t.shape[-2:]
+    if min(h, w) == size:
+        return t
+    shape = (max(1, round(h * size / min(h, w))), max(1, round(w * size / min(h, w))))
+    return F.interpolate(t[None].float(), size=shape, mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def fine_share(d: torch.Tensor) -> float:
+    """Share (in [0, 1], as a norm ratio) of a detail image ``(C, h, w)`` that is finer than a quarter
+    of its size: what shrinking it 4× and enlarging it back loses."""
+    h, w = d.shape[-2:]
+    small = F.interpolate(d[None], size=(max(2, h // 4), max(2, w // 4)), mode="bilinear", antialias=True,
+                          align_corners=False)
+    back = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)[0]
+    return float((d - back).norm() / d.norm().clamp_min(1e-12))
+
+
 def _ncc(outer: torch.Tensor, kernels: torch.Tensor,
          sums: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """NCC of each kernel ``(K, C, h, w)`` at every offset inside ``outer`` ``(1, C, H, W)``: ``(K, H-h+1, W-w+1)``.
@@ -204,4 +243,4 @@ def _window_sums(table: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return table[:, h:, w:] - table[:, :-h, w:] - table[:, h:, :-w] + table[:, :-h, :-w]
 
 
-__all__ = ["PixelVerifier", "thumbnail", "detail"]
+__all__ = ["PixelVerifier", "thumbnail", "detail", "fine_share", "LOW_DETAIL"]
