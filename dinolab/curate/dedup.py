@@ -23,7 +23,10 @@ candidate pairs whose pictures align pixel for pixel (resized, re-encoded, sligh
 mirrored copies). It removes the false groups a semantic space makes (different tiles of one
 texture, drawings in one style) and lets the embedding threshold drop to
 :data:`VERIFIED_THRESHOLDS` for recall: on the planted benchmark (BENCHMARKS.md) it turns 34% false
-groups at recall 0.90 into none at recall 0.95.
+groups at recall 0.90 into none at recall 0.95. Verified links are not allowed to chain: each
+component is split (:func:`split_weak_chains`) so that every member of a group is linked to, or
+verified against, the image the group keeps (A~B and B~C no longer group A with a different C).
+Without verification the groups stay the plain connected components of LVD-142M.
 
 Which image a group keeps is deterministic: ``keep="largest"`` keeps the member with the most
 pixels (image headers are read, not decoded), then the largest file, then the first in input order;
