@@ -54,6 +54,14 @@ def _pairs(a: Attack) -> str:
     return str(csv)
 
 
+def _run_dir(a: Attack) -> str:
+    """A run directory with one metrics line, so that report gets as far as the truncated --results."""
+    run = a.out.parent / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "epoch": 0, "loss": 1.5}\n')
+    return str(run)
+
+
 # command -> argv builder; image commands first, then weights-side attacks
 ATTACKS: dict[str, Callable[[Attack], list[str]]] = {
     "train": lambda a: ["train", *TRAIN, f"data.source={a.data}", "--out", str(a.out / "run")],
@@ -78,9 +86,17 @@ ATTACKS: dict[str, Callable[[Attack], list[str]]] = {
                          a.weights, *WORKERS],
     "convert": lambda a: ["convert", a.png, str(a.out / "w.safetensors")],
     "export": lambda a: ["export", a.truncated, "--out", str(a.out / "m.onnx"), "--image-size", "16"],
-    "report": lambda a: ["report", str(a.out), "--out", str(a.out / "report.html"), "--results", a.truncated],
+    "report": lambda a: ["report", _run_dir(a), "--out", str(a.out / "report.html"), "--results", a.truncated],
     "bench": lambda a: ["bench", "runtime", "--quick", "--models", a.png, "--out", str(a.out / "b.json")],
 }
+
+
+# commands given a weights-side attack: the bad input they must name when they exit 0
+WEIGHTS_SIDE = {"zeroshot": "png", "search": "truncated", "convert": "png", "export": "truncated",
+                "report": "truncated", "bench": "png"}
+REPORT_BUG = "report skips an unreadable --results file without naming it and exits 0"
+PARAMS = [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=REPORT_BUG)) if c == "report" else c
+          for c in ATTACKS]
 
 
 def test_every_command_has_an_attack():
@@ -116,7 +132,7 @@ def attack(bad_image_corpus, make_image, tmp_path) -> Attack:
     return Attack(data, images, bad, str(weights), str(png), str(truncated), out)
 
 
-@pytest.mark.parametrize("command", list(ATTACKS))
+@pytest.mark.parametrize("command", PARAMS)
 def test_command_survives_the_corpus(command, attack, capsys):
     code = main(ATTACKS[command](attack))  # an exception here is a traceback the user would see
     out, err = capsys.readouterr()
@@ -128,5 +144,6 @@ def test_command_survives_the_corpus(command, attack, capsys):
     else:
         assert code == 0, (out, err)
         logs = "".join(p.read_text(errors="replace") for p in attack.out.rglob("*.log"))
-        for path in attack.bad:
+        named = [getattr(attack, WEIGHTS_SIDE[command])] if command in WEIGHTS_SIDE else attack.bad
+        for path in named:
             assert Path(path).name in out + err + logs, f"{path} not named"
