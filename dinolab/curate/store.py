@@ -184,7 +184,12 @@ def load_or_embed(source: str | os.PathLike, *, weights: str | None = None, cach
     emb = dinolab.embed(model, str(source), preprocess=preprocess, patch_mean=(key == "patch_mean"),
                         **options.embed_kwargs())
     if emb.bad:
-        print(f"skipped {len(emb.bad)} unreadable image(s), e.g. {emb.bad[0][0]}: {emb.bad[0][1]}")
+        # every one named (was only the first), as embed / knn do; 50 at most on screen
+        print(f"{source}: skipped {len(emb.bad)} unreadable image(s):")
+        for path, reason in emb.bad[:50]:
+            print(f"  {path} ({reason})")
+        if len(emb.bad) > 50:
+            print(f"  ... and {len(emb.bad) - 50} more (`dinolab embed` writes the full list to a log file)")
     if cache is not None:
         emb.save(cache)
     vectors = emb.cls if key == "cls" else emb.patch_mean
