@@ -371,7 +371,8 @@ def _evaluations_section(run: Path, skip: set[Path], results: Sequence[str | os.
         tables.append(f"<h3>Pretraining vs random initialisation</h3>{comparison}")
     inside = [p for p in _walk(run, {".json"}, skip) if not p.with_suffix(".safetensors").exists()
               and p.name != "summary.json"]  # an architecture next to its weights is not a result
-    for p in dict.fromkeys([*inside, *sibling_results(run), *(Path(r) for r in results)]):
+    given = {Path(r) for r in results}
+    for p in dict.fromkeys([*inside, *sibling_results(run), *given]):
         rel = html.escape(result_label(p, run))
         if not p.is_file():
             raise DataError(f"results file {p} does not exist; give JSON files written by "
@@ -382,6 +383,9 @@ def _evaluations_section(run: Path, skip: set[Path], results: Sequence[str | os.
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            if p in given:  # named on the command line: the user expects to see it
+                raise DataError(f"results file {p} is not valid JSON ({str(e)[:120]}); give JSON files written "
+                                f"by `dinolab knn|linear|fewshot ... --out F.json`") from None
             notes.append(f"{rel} is not valid JSON ({html.escape(str(e))[:120]}) and was skipped")
             continue
         rendered = render_evaluation(data)
