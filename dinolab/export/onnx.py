@@ -29,9 +29,12 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DinolabError
+from ..models.preprocess import Preprocess
 
-DEFAULT_PREPROCESS = {"image_size": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                      "resize": "shorter side to image_size*256/224, bicubic, centre crop image_size"}
+# what a model without a recorded preprocessing is fed: dinolab's defaults (models/preprocess.py), not a copy
+_DEFAULT = Preprocess()
+DEFAULT_PREPROCESS = {"image_size": _DEFAULT.image_size, "mean": list(_DEFAULT.mean), "std": list(_DEFAULT.std),
+                      "resize": _DEFAULT.resize}
 DEFAULT_OPSET = 18
 # fp32 must match dinolab to this relative error (max |a-b| / max |b| per output); fp16 (whose error
 # is relative to each value, not to the largest) must keep this cosine to dinolab's fp32 outputs

@@ -210,7 +210,7 @@ def build_model(weights: LoadedWeights) -> VisionTransformer:
     except (TypeError, ValueError) as e:
         raise WeightsError(f"{weights.path}: cannot build the model described by this file: {e}") from None
     expected = model.state_dict()
-    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in weights.state_dict.items()}
+    sd = {k: v.float() for k, v in weights.state_dict.items()}  # check_architecture refused non-float ones
     _check_fit(weights.path, sd, expected)
     for key in expected:
         if key not in sd:  # a fillable tensor: recreate the model's own value
