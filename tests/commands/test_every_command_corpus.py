@@ -11,6 +11,9 @@ until it gets an entry in :data:`ATTACKS`.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +53,8 @@ class Attack:
 
 def _pairs(a: Attack) -> str:
     csv = a.out.parent / "pairs.csv"
-    csv.write_text("image,caption\n" + "".join(f"{p},a photo number {i}\n" for i, p in enumerate(a.images)))
+    csv.write_text("image,caption\n" + "".join(f"{p},a photo number {i}\n" for i, p in enumerate(a.images)),
+                   errors="surrogateescape")
     return str(csv)
 
 
@@ -101,8 +105,39 @@ def test_every_command_has_an_attack():
     assert sorted(ATTACKS) == sorted(_command_modules())
 
 
+NON_UTF8_GOOD = os.fsdecode(b"caf\xe9_good.png")  # latin-1 bytes: not UTF-8
+NON_UTF8_BAD = os.fsdecode(b"\xff_truncated.jpg")
+LONG_GOOD = "l" * 240 + ".png"  # near the 255-byte NAME_MAX of ext4
+LONG_BAD = "L" * 240 + ".jpg"
+NO_PERMISSION = "no_permission.png"
+
+
+def _hostile_names(data: Path, make_image, monkeypatch) -> list[str]:
+    """More files in the class folders: a 10000x10 strip, names that are not UTF-8 or are 240 characters
+    long (one readable, one not, of each), and a file its owner may not read. Returns the unreadable ones."""
+    make_image(data / "a" / "strip_10000x10.png", (10000, 10), seed=60)
+    make_image(data / "a" / NON_UTF8_GOOD, (20, 20), seed=61)
+    make_image(data / "b" / LONG_GOOD, (20, 20), seed=62)
+    (data / "b" / NON_UTF8_BAD).write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    (data / "a" / LONG_BAD).write_bytes(b"")
+    denied = make_image(data / "b" / NO_PERMISSION, (20, 20), seed=63)
+    denied.chmod(0)
+    if os.geteuid() == 0:  # root reads any file: the decoder is made to meet the error a user would
+        from PIL import Image
+
+        real_open = Image.open
+
+        def open_as_user(fp, *args, **kwargs):
+            if isinstance(fp, (str, os.PathLike)) and Path(fp).name == NO_PERMISSION:
+                raise PermissionError(13, "Permission denied", str(fp))
+            return real_open(fp, *args, **kwargs)
+
+        monkeypatch.setattr(Image, "open", open_as_user)
+    return [str(data / "b" / NON_UTF8_BAD), str(data / "a" / LONG_BAD), str(denied)]
+
+
 @pytest.fixture
-def attack(bad_image_corpus, make_image, tmp_path) -> Attack:
+def attack(bad_image_corpus, make_image, tmp_path, monkeypatch) -> Attack:
     import dinolab
 
     corpus = bad_image_corpus(n_plain=6)
@@ -117,6 +152,7 @@ def attack(bad_image_corpus, make_image, tmp_path) -> Attack:
     (data / "b" / "sub" / "up").symlink_to("..")  # a symlink loop
     bad = sorted(str(data / "ab"[i % 2] / Path(p).name) for i, p in enumerate(sorted(corpus.good + corpus.bad))
                  if p in corpus.bad)
+    bad += _hostile_names(data, make_image, monkeypatch)
     images = sorted(str(p) for p in data.glob("*/*.*"))
     weights = dinolab.save_model(dinolab.create_model("vit_tiny", patch_size=8, img_size=16, depth=1),
                                  tmp_path / "tiny")
@@ -131,17 +167,24 @@ def attack(bad_image_corpus, make_image, tmp_path) -> Attack:
 
 
 @pytest.mark.parametrize("command", PARAMS)
-def test_command_survives_the_corpus(command, attack, capsys):
-    code = main(ATTACKS[command](attack))  # an exception here is a traceback the user would see
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
+def test_command_survives_the_corpus(command, attack):
+    out, err = io.BytesIO(), io.BytesIO()
+    # the console script prints names that are not UTF-8 as their own bytes (dinolab.cli.entry)
+    stdout = io.TextIOWrapper(out, encoding="utf-8", errors="surrogateescape", write_through=True)
+    stderr = io.TextIOWrapper(err, encoding="utf-8", errors="backslashreplace", write_through=True)
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(ATTACKS[command](attack))  # an exception here is a traceback the user would see
+    said = out.getvalue() + err.getvalue()
+    err_text = err.getvalue().decode("utf-8", "replace")
+    assert b"Traceback" not in said
     assert (attack.out / SENTINEL).read_text() == "the user's file\n"
     if code == 2:
-        errors = [line for line in err.splitlines() if line.startswith(f"dinolab {command}: error:")]
-        assert len(errors) == 1, err
+        errors = [line for line in err_text.splitlines() if line.startswith(f"dinolab {command}: error:")]
+        assert len(errors) == 1, err_text
     else:
-        assert code == 0, (out, err)
-        logs = "".join(p.read_text(errors="replace") for p in attack.out.rglob("*.log"))
+        assert code == 0, said.decode("utf-8", "replace")
+        logs = b"".join(p.read_bytes() for p in attack.out.rglob("*.log"))
         named = [getattr(attack, WEIGHTS_SIDE[command])] if command in WEIGHTS_SIDE else attack.bad
         for path in named:
-            assert Path(path).name in out + err + logs, f"{path} not named"
+            name = os.fsencode(Path(path).name)
+            assert name in said + logs or repr(Path(path).name).encode() in said + logs, f"{path} not named"
