@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import warnings
 
+    from ..data.badfiles import print_skipped
     from ..eval.options import InferenceOptions
     from ..io import check_writable
     from ..text import embed_images, load_aligned, text_search
@@ -58,6 +59,5 @@ def run(args: argparse.Namespace) -> int:
         hits = text_search(model, args.text, images, top_k=args.top_k)
     for h in hits:
         print(f"{h.rank}\t{h.score:.4f}\t{h.path}")
-    if images.bad:
-        print(f"skipped {len(images.bad)} unreadable file(s), e.g. {images.bad[0][0]}: {images.bad[0][1]}")
+    print_skipped(images.bad)
     return 0

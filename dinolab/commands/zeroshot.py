@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import warnings
 
+    from ..data.badfiles import print_skipped
     from ..errors import ConfigError
     from ..eval.options import InferenceOptions
     from ..io import atomic_save_text, check_writable
@@ -89,6 +90,5 @@ def run(args: argparse.Namespace) -> int:
         for c in result.predicted_classes:
             counts[c] += 1
         print("predicted: " + ", ".join(f"{c} {k}" for c, k in counts.items()))
-    if result.bad:
-        print(f"skipped {len(result.bad)} unreadable file(s), e.g. {result.bad[0][0]}: {result.bad[0][1]}")
+    print_skipped(result.bad)
     return 0

@@ -23,6 +23,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..data.badfiles import print_skipped
 from ..errors import DataError
 from ..io import read_text_lines
 
@@ -183,13 +184,7 @@ def load_or_embed(source: str | os.PathLike, *, weights: str | None = None, cach
     preprocess = options.preprocess_for(model, announce=announce)
     emb = dinolab.embed(model, str(source), preprocess=preprocess, patch_mean=(key == "patch_mean"),
                         **options.embed_kwargs())
-    if emb.bad:
-        # every one named (was only the first), as embed / knn do; 50 at most on screen
-        print(f"{source}: skipped {len(emb.bad)} unreadable image(s):")
-        for path, reason in emb.bad[:50]:
-            print(f"  {path} ({reason})")
-        if len(emb.bad) > 50:
-            print(f"  ... and {len(emb.bad) - 50} more (`dinolab embed` writes the full list to a log file)")
+    print_skipped(emb.bad, source)  # every one named (was only the first), as embed / knn do
     if cache is not None:
         emb.save(cache)
     vectors = emb.cls if key == "cls" else emb.patch_mean

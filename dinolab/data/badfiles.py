@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from ..errors import DataError
 from ..io import atomic_save_text
@@ -121,3 +121,17 @@ class BadFileLog:
             raise ValueError("BadFileLog.write needs a path (none given and no log_path set)")
         atomic_save_text(target, "".join(f"{p}\t{r}\n" for p, r in self.items))
         return target
+
+
+def print_skipped(bad: Sequence[tuple[str, str]], source: object = None, *, limit: int = 50) -> None:
+    """Print every unreadable file of ``bad`` (``(path, reason)``) on stdout, ``limit`` at most, one per
+    line under a count; nothing when ``bad`` is empty. For commands whose output is the screen
+    (search, zeroshot, curation), where no log file is written."""
+    if not bad:
+        return
+    where = f"{source}: " if source is not None else ""
+    print(f"{where}skipped {len(bad)} unreadable image(s):")
+    for path, reason in bad[:limit]:
+        print(f"  {path} ({reason})")
+    if len(bad) > limit:
+        print(f"  ... and {len(bad) - limit} more (`dinolab embed` writes the full list to a log file)")

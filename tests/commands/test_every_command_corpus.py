@@ -166,14 +166,51 @@ def attack(bad_image_corpus, make_image, tmp_path, monkeypatch) -> Attack:
     return Attack(data, images, bad, str(weights), str(png), str(truncated), out)
 
 
+@pytest.fixture(scope="module")
+def aligned_model(tmp_path_factory) -> tuple[str, str]:
+    """A real (tiny) aligned model and its backbone, for the image side of zeroshot and search."""
+    import dinolab
+
+    root = tmp_path_factory.mktemp("aligned")
+    weights = dinolab.save_model(dinolab.create_model("vit_tiny", patch_size=8, img_size=16, depth=1), root / "w")
+    argv = ["align", "--weights", str(weights), "--pairs", "builtin:shapes?n=8&size=16", "--epochs", "1",
+            "--out", str(root / "aligned"), "--image-size", "16", "--device", "cpu", "--no-progress"]
+    assert main(argv) == 0
+    return str(root / "aligned"), str(weights)
+
+
+# second attacks on commands whose first one stops early: the image side of zeroshot / search (a real
+# aligned model) and align with a bad-file limit that lets it skip the corpus' bad images and train
+IMAGE_SIDE: dict[str, Callable[[Attack, tuple[str, str]], list[str]]] = {
+    "zeroshot": lambda a, m: ["zeroshot", str(a.data), "--aligned", m[0], "--weights", m[1],
+                              "--out", str(a.out / "preds.csv"), *WORKERS],
+    "search": lambda a, m: ["search", str(a.data), "--aligned", m[0], "--text", "a cat", "--weights", m[1],
+                            *WORKERS],
+    "align": lambda a, m: ["align", "--weights", a.weights, "--pairs", _pairs(a), "--epochs", "1",
+                           "--max-bad-fraction", "0.9", "--out", str(a.out / "aligned"), *VISUAL],
+}
+
+
+@pytest.mark.parametrize("command", list(IMAGE_SIDE))
+def test_image_side_of_commands_that_stopped_at_the_weights(command, attack, aligned_model):
+    _check_survives(command, IMAGE_SIDE[command](attack, aligned_model), attack, attack.bad)
+
+
 @pytest.mark.parametrize("command", PARAMS)
 def test_command_survives_the_corpus(command, attack):
+    named = [getattr(attack, WEIGHTS_SIDE[command])] if command in WEIGHTS_SIDE else attack.bad
+    _check_survives(command, ATTACKS[command](attack), attack, named)
+
+
+def _check_survives(command: str, argv: list[str], attack: Attack, named: list[str]) -> None:
+    """``argv`` exits 0 naming every file of ``named``, or 2 with one error line; no traceback, the
+    user's file in the output folder kept."""
     out, err = io.BytesIO(), io.BytesIO()
     # the console script prints names that are not UTF-8 as their own bytes (dinolab.cli.entry)
     stdout = io.TextIOWrapper(out, encoding="utf-8", errors="surrogateescape", write_through=True)
     stderr = io.TextIOWrapper(err, encoding="utf-8", errors="backslashreplace", write_through=True)
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(ATTACKS[command](attack))  # an exception here is a traceback the user would see
+        code = main(argv)  # an exception here is a traceback the user would see
     said = out.getvalue() + err.getvalue()
     err_text = err.getvalue().decode("utf-8", "replace")
     assert b"Traceback" not in said
@@ -184,7 +221,6 @@ def test_command_survives_the_corpus(command, attack):
     else:
         assert code == 0, said.decode("utf-8", "replace")
         logs = b"".join(p.read_bytes() for p in attack.out.rglob("*.log"))
-        named = [getattr(attack, WEIGHTS_SIDE[command])] if command in WEIGHTS_SIDE else attack.bad
         for path in named:
             name = os.fsencode(Path(path).name)
             assert name in said + logs or repr(Path(path).name).encode() in said + logs, f"{path} not named"
