@@ -41,10 +41,14 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
+def atomic_write(path: str | os.PathLike, mode: str = "wb", *, keep_previous: str | os.PathLike | None = None
+                 ) -> Iterator:
     """Open a temporary file next to ``path``; on success fsync and rename it over ``path``.
 
-    On any exception the temporary file is removed and ``path`` is untouched.
+    On any exception the temporary file is removed and ``path`` is untouched. With ``keep_previous``, an
+    existing ``path`` is renamed to it once the new file is complete, just before the new file takes its
+    place: until then the old file is untouched, afterwards both are whole, separate files (a hard link
+    would share one inode with the file being replaced, which an in-place damage would hit twice).
     A full disk (ENOSPC) is reported as a :class:`DinolabError` naming the file.
 
     Text modes write UTF-8 with ``surrogateescape``: a file name that is not valid UTF-8 (Linux allows
@@ -64,6 +68,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the mode a plain open() would
+        if keep_previous is not None and p.exists():
+            os.replace(p, keep_previous)
         os.replace(tmp, p)
         _fsync_dir(p.parent)
     except BaseException as e:

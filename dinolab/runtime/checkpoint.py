@@ -1,10 +1,12 @@
 """Training checkpoints that survive crashes and never run code when read.
 
-:func:`save_checkpoint` keeps the last complete checkpoint as ``checkpoint.prev.pt`` (a hard link,
-or a copy where links are not supported), then writes the new ``checkpoint.pt`` through
-:func:`dinolab.io.atomic_write` (temporary file, fsync, rename). At every instant
-``checkpoint.pt`` is a complete file, so ``kill -9`` at any moment, a full disk or an exception
-during ``torch.save`` leaves the last good checkpoint in place.
+:func:`save_checkpoint` writes the new ``checkpoint.pt`` through :func:`dinolab.io.atomic_write`
+(temporary file, fsync, rename); once it is complete the old one is renamed to ``checkpoint.prev.pt``
+and the new one takes its place. ``kill -9`` at any moment, a full disk or an exception during
+``torch.save`` leaves the last good checkpoint in place, and from the second save on two complete,
+separate checkpoint files exist at every instant (for an instant between the two renames only the
+previous one: :func:`load_checkpoint` then uses it). The price: three checkpoints on disk while one is
+written.
 
 A checkpoint holds only tensors and plain containers (dicts, lists, tuples, numbers, strings),
 so :func:`load_checkpoint` reads it with ``torch.load(weights_only=True)``: a crafted pickle is
@@ -24,7 +26,6 @@ import logging
 import os
 import pickle
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -68,19 +69,6 @@ def _is_verified(path: Path) -> bool:
     return True
 
 
-def _keep_previous(current: Path, previous: Path) -> None:
-    """Make ``previous`` a complete copy of ``current`` (atomically replacing an older one)."""
-    tmp = previous.with_name(f".{previous.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    try:
-        os.link(current, tmp)
-    except OSError:  # file systems without hard links
-        shutil.copyfile(current, tmp)
-    os.replace(tmp, previous)
-    _mark_verified(previous)
-
-
 def move_aside(path: Path) -> Path:
     """Rename a damaged run file (or a folder in its place) to ``NAME.damaged[.N]``, keeping it for inspection."""
     target, n = path.with_name(path.name + ".damaged"), 1
@@ -98,18 +86,21 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict[str, Any]) -> Path:
     latest checkpoint is replaced without taking the place of the good previous one.
     """
     run_dir = Path(run_dir)
-    path = run_dir / CHECKPOINT
+    path, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS
+    keep = None
     if path.is_dir():  # cannot be replaced by a file: keep it aside
         move_aside(path)
     elif path.exists():
         if _is_verified(path):
-            _keep_previous(path, run_dir / PREVIOUS)
+            keep = previous
         else:
             logger.warning("%s is damaged; it is replaced and %s (readable) is kept as the previous checkpoint",
-                           path, run_dir / PREVIOUS)
+                           path, previous)
     state = dict(state, format_version=FORMAT_VERSION)
-    with atomic_write(path, "wb") as f:
+    with atomic_write(path, "wb", keep_previous=keep) as f:
         torch.save(state, f)
+    if keep is not None:
+        _mark_verified(previous)
     _mark_verified(path)
     return path
 

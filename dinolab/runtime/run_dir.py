@@ -85,7 +85,11 @@ class RunLock:
             _HELD[key][1] += 1
             self._key = key
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise DinolabError(f"cannot create the lock file {self.path}: {e.strerror}; the run directory must be "
+                               f"writable") from None
         try:
             holder = _holder(fd)
             if fcntl is not None:
@@ -176,7 +180,11 @@ class RunDirectory:
             raise DinolabError(f"{self.path} already exists and holds files; continue that run with --resume {self.path}, start "
                                f"over in it with --force, or choose another --out directory")
         if not self.path.exists():
-            self.path.mkdir(parents=True)
+            try:
+                self.path.mkdir(parents=True)
+            except OSError as e:  # read-only file system, no permission, a file on the way
+                raise DinolabError(f"cannot create the run directory {self.path}: {e.strerror}; choose an --out "
+                                   f"directory where you can write") from None
             self._created = True
         self._lock.acquire(self.command)
 

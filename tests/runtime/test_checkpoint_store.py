@@ -96,3 +96,33 @@ def test_a_folder_in_place_of_metrics_is_kept_aside(tmp_path):
     log.write({"step": 6})
     log.close()
     assert read_metrics(path) == [{"step": 6}] and (tmp_path / "metrics.jsonl.damaged").is_dir()
+
+
+def test_while_a_checkpoint_is_written_the_two_on_disk_are_separate_files(tmp_path, monkeypatch):
+    """During the third save (a kill -9 could land there) the latest checkpoint is damaged in place: the
+    previous one must still be readable. With ``checkpoint.prev.pt`` a hard link of ``checkpoint.pt`` (the
+    old scheme) both names were one inode and the damage took both."""
+    ckpt.save_checkpoint(tmp_path, {"iteration": 1})
+    ckpt.save_checkpoint(tmp_path, {"iteration": 2})
+    real_save = torch.save
+
+    def damage_latest_then_die(obj, f, *args, **kwargs):
+        assert not os.path.samefile(tmp_path / ckpt.CHECKPOINT, tmp_path / ckpt.PREVIOUS)
+        with open(tmp_path / ckpt.CHECKPOINT, "r+b") as latest:  # in place, as a disk error would
+            latest.write(b"\0" * 64)
+        raise KeyboardInterrupt  # the process dies inside the write
+
+    monkeypatch.setattr(torch, "save", damage_latest_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(tmp_path, {"iteration": 3})
+    monkeypatch.setattr(torch, "save", real_save)
+    ckpt._VERIFIED.clear()  # a new process
+    assert ckpt.load_checkpoint(tmp_path)["iteration"] == 1
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_missing_latest_between_the_two_renames_resumes_from_the_previous(tmp_path):
+    ckpt.save_checkpoint(tmp_path, {"iteration": 1})
+    ckpt.save_checkpoint(tmp_path, {"iteration": 2})
+    os.replace(tmp_path / ckpt.CHECKPOINT, tmp_path / "moved")  # the instant after latest -> prev
+    assert ckpt.load_checkpoint(tmp_path)["iteration"] == 1

@@ -110,3 +110,15 @@ def test_the_lock_is_reentrant_within_a_process(tmp_path):
     c.acquire()  # released by both: free again
     assert time.monotonic() - start < 1
     c.release()
+
+
+def test_a_run_directory_that_cannot_be_created_is_one_clear_error(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(DinolabError, match=r"cannot create the run directory .*run: Read-only file system"):
+        RunDirectory(tmp_path / "run", files=FILES).open(resume=False)

@@ -1,0 +1,32 @@
+"""A few cells of the crash and fault matrix (the full one, 20 kills per command, is bench/bench_faults.py):
+``dinolab align`` killed with -9 twice and resumed logs the losses of an uninterrupted run; a second
+process on a running align run is refused by the lock, naming the holder."""
+
+from __future__ import annotations
+
+import pytest
+
+from dinolab.bench import faults
+
+
+@pytest.fixture(scope="module")
+def align_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    (root / "assets").mkdir()
+    faults.TARGETS["align"].prepare(root / "assets")
+    faults.reference(faults.TARGETS["align"], root)
+    return root
+
+
+@pytest.mark.slow
+def test_align_killed_twice_resumes_to_the_uninterrupted_losses(align_root):
+    outcome = faults.kill_loop(faults.TARGETS["align"], align_root, kills=2, seed=1)
+    assert outcome.passed, outcome.detail
+    assert outcome.kills == 2
+
+
+@pytest.mark.slow
+def test_a_second_align_process_on_a_running_run_is_refused(align_root):
+    outcome = faults.two_processes(faults.TARGETS["align"], align_root)
+    assert outcome.passed, outcome.detail
+    assert "in use by another process" in outcome.detail
