@@ -30,3 +30,23 @@ def test_a_second_align_process_on_a_running_run_is_refused(align_root):
     outcome = faults.two_processes(faults.TARGETS["align"], align_root)
     assert outcome.passed, outcome.detail
     assert "in use by another process" in outcome.detail
+
+
+def test_align_killed_before_its_first_checkpoint_resumes_from_the_start(align_root):
+    """Found by the 20-kill loop: a kill after the first metrics line but before the first checkpoint left a
+    run that ``--resume`` refused ("not a run directory (no checkpoint.pt)")."""
+    import signal
+
+    target = faults.TARGETS["align"]
+    run = align_root / "early"
+    proc = faults.launch(target, target.start(run, align_root / "assets"), align_root / "logs")
+    while proc.poll() is None and not (run / "config.yaml").exists():  # the start was accepted
+        pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):  # as if it died before saving one
+        (run / name).unlink(missing_ok=True)
+    code, err = faults.run_to_end(target, target.resume(run, align_root / "assets"), align_root / "logs")
+    assert code == 0, err
+    assert "has no checkpoint yet (the run stopped before saving one): starting at epoch 0" in err
+    assert faults.same_as_reference(target, run, align_root)[0]
