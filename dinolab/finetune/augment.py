@@ -29,8 +29,8 @@ def augment_batch(pixels: torch.Tensor, size: int, *, crop: bool, flip: bool, ge
     x = pixels.float()
     if crop:
         boxes = sample_crop_boxes(torch.tensor([[h, w]] * b), scale, RATIO, generator).tolist()
-        x = torch.cat([F.interpolate(x[i:i + 1, :, t:t + ch, l:l + cw], size=(size, size), mode="bilinear",
-                                     align_corners=False, antialias=True) for i, (t, l, ch, cw) in enumerate(boxes)])
+        x = torch.cat([F.interpolate(x[i:i + 1, :, t:t + ch, lf:lf + cw], size=(size, size), mode="bilinear",
+                                     align_corners=False, antialias=True) for i, (t, lf, ch, cw) in enumerate(boxes)])
     elif (h, w) != (size, size):
         top, left = (h - size) // 2, (w - size) // 2
         x = x[:, :, top:top + size, left:left + size]

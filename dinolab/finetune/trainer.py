@@ -12,7 +12,6 @@ rest is read again from the weights.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, DataError, DinolabError
+from ..errors import ConfigError, DinolabError
 from ..runtime.checkpoint import load_checkpoint, save_checkpoint
 from ..runtime.config_loader import check_fields, to_yaml
 from ..runtime.messages import progress, say
