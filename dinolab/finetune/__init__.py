@@ -60,7 +60,8 @@ def finetune(weights: Any, train_data: Any, out: str | os.PathLike, *, val: Any 
         mode: ``"head"``, ``"last:N"``, ``"lora"`` or ``"full"``.
         force: replace an earlier run in ``out``. resume: continue it from its checkpoint.
         **overrides: :class:`~dinolab.finetune.config.FinetuneConfig` fields (``epochs``, ``balance``, ...),
-            ``config`` (a whole FinetuneConfig), and ``on_epoch`` (``f(epoch, record)`` after each epoch).
+            ``config`` (a whole FinetuneConfig), ``on_epoch`` (``f(epoch, record)`` after each epoch) and
+            ``on_step`` (``f(step, loss)`` after each optimizer step).
 
     Examples:
         >>> import dinolab

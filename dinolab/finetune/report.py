@@ -17,6 +17,15 @@ from ..io import atomic_save_text
 from . import FinetuneResult
 
 
+def _json_safe(x: Any) -> Any:
+    """``x`` with NaN / inf (e.g. the recall of a class without validation images) as None: JSON has no NaN."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    return None if isinstance(x, float) and not np.isfinite(x) else x
+
+
 def fold_posthoc(job: Any) -> None:
     """``logit_adjust=posthoc``: subtract ``τ·log π`` from the head's bias, so the saved logits carry it."""
     if job.cfg.logit_adjust == "posthoc":
@@ -80,7 +89,7 @@ def finish(job: Any) -> FinetuneResult:
     save_classifier(path, model)
     summary = summary_of(job, report, t, before, after)
     summary["confusion_matrix"] = matrix.tolist()
-    atomic_save_text(job.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_save_text(job.run_dir / "summary.json", json.dumps(_json_safe(summary), indent=2) + "\n")
     plot_confusion_matrix(matrix, job.classes, job.run_dir / "confusion.png")
     if job.bad:
         atomic_save_text(job.run_dir / SKIPPED_LOG, "".join(f"{p}\t{r}\n" for p, r in job.bad))

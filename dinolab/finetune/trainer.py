@@ -58,7 +58,7 @@ def resolve_config(weights: Any, train_data: Any, val: Any, mode: str, overrides
 def run_finetune(weights: Any, train_data: Any, out: str | os.PathLike, *, val: Any = None, mode: str = "head",
                  force: bool = False, resume: bool = False, **overrides: Any) -> FinetuneResult:
     """:func:`dinolab.finetune.finetune` (see there)."""
-    on_epoch = overrides.pop("on_epoch", None)
+    on_epoch, on_step = overrides.pop("on_epoch", None), overrides.pop("on_step", None)
     cfg = resolve_config(weights, train_data, val, mode, overrides)
     if resume and force:
         raise ConfigError("--resume continues the run in the output folder and --force replaces it; pass one")
@@ -67,6 +67,7 @@ def run_finetune(weights: Any, train_data: Any, out: str | os.PathLike, *, val: 
     run.open(resume=resume, force=force)
     try:
         job = prepare(weights, cfg, Path(out), resume)
+        job.on_step = on_step
         run.commit(to_yaml(cfg))
     except BaseException:
         run.abandon()
@@ -117,6 +118,7 @@ class Job:
     early_stopped: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     stops: StopSignals | None = None
+    on_step: Callable[[int, float], None] | None = None  # instrumentation: f(step, loss) after each step
 
 
 def prepare(weights: Any, cfg: FinetuneConfig, run_dir: Path, resume: bool) -> Job:
@@ -256,6 +258,8 @@ def run_epoch(job: Job, epoch: int) -> bool:
                    unit="batch", leave=False)
     for idx in bar:
         job.epoch_losses.append(step(job, idx))
+        if job.on_step is not None:
+            job.on_step(job.step, job.epoch_losses[-1])
         bar.set_postfix(loss=f"{job.epoch_losses[-1]:.3f}")
         if job.stops is not None and job.stops.reason and job.step < (epoch + 1) * job.steps_per_epoch:
             bar.close()

@@ -132,3 +132,28 @@ def test_val_with_unknown_class_is_refused(tmp_path, tiny_weights):
     with pytest.raises(DataError, match="d2"):
         finetune(tiny_weights, train, tmp_path / "run", val=val, **FAST)
     assert not (tmp_path / "run").exists()  # a refused start leaves nothing
+
+
+def test_resume_after_a_stop_in_the_middle_of_an_epoch(tmp_path, tiny_weights):
+    data = write_digits(tmp_path / "d", [10, 10, 10])  # 24 training images: 3 steps of 8 per epoch
+    kw = dict(mode="last:1", epochs=2, batch_size=8, patience=0, **FAST)
+    whole = finetune(tiny_weights, data, tmp_path / "whole", **kw)
+
+    def stop_at_step_2(step, loss):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    first = finetune(tiny_weights, data, tmp_path / "split", on_step=stop_at_step_2, **kw)
+    assert first.stopped_by == "SIGTERM" and first.history == []
+    second = finetune(tiny_weights, data, tmp_path / "split", resume=True, **kw)
+    a, b = read_safetensors(whole.classifier_path)[0], read_safetensors(second.classifier_path)[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "whole" / "metrics.jsonl").read_text() == (tmp_path / "split" / "metrics.jsonl").read_text()
+
+
+def test_a_class_with_one_image_is_trained_on_not_validated(tmp_path, tiny_weights, caplog):
+    data = write_digits(tmp_path / "d", [6, 6, 1])
+    r = finetune(tiny_weights, data, tmp_path / "run", epochs=1, crop=False, flip=False, **FAST)
+    s = json.loads((r.out / "summary.json").read_text())
+    assert s["train_counts"]["d2"] == 1 and s["val_images"] == 2 and s["held_out_from_train"] == 2
+    assert s["val_per_class_recall"]["d2"] is None  # no validation image: no recall (valid JSON, not NaN)
