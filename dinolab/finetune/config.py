@@ -108,16 +108,14 @@ class FinetuneConfig:
         return self.lr if self.lr is not None else DEFAULT_LR[self.kind()[0]]
 
     def workers(self) -> int:
-        if self.num_workers is not None:
-            return self.num_workers
-        return 0 if str(self.train_data).startswith("builtin:") else 2
+        """Decoding processes: ``num_workers``, else 0 for ``builtin:`` data (in memory), else 2."""
+        return self.num_workers if self.num_workers is not None else 0 if str(self.train_data).startswith("builtin:") else 2
 
     def inference_options(self):
-        """These settings as :class:`~dinolab.eval.options.InferenceOptions` (size, normalisation, device)."""
+        """These settings as the :class:`~dinolab.eval.options.InferenceOptions` every command runs a model with."""
         from ..eval.options import InferenceOptions
 
-        return InferenceOptions(image_size=self.image_size, mean=self.mean, std=self.std, device=self.device,
-                                precision=self.precision, num_workers=self.workers(), progress=self.progress)
+        return InferenceOptions.from_settings(self, self.workers())
 
 
 FINETUNE_SCHEMA = ConfigSchema(FinetuneConfig, command="dinolab finetune")
