@@ -57,6 +57,7 @@ def test_every_mode_trains_and_saves(tmp_path, digits, tiny_weights, mode, extra
                                for k in changed)
     else:
         assert any(k.startswith("blocks.0.") for k in changed) and "cls_token" in changed
+        assert clf.backbone.config["drop_path_rate"] == 0.2  # stochastic depth was on in training
     x = torch.randn(2, 3, 16, 16)
     assert clf(x).shape == (2, 3) and clf.classes == ["d0", "d1", "d2"]
 
