@@ -63,7 +63,7 @@ class FinetuneConfig:
     batch_size: int = bounded(32, ge=1, help="images per step")
     lr: float | None = bounded(None, gt=0, help="peak learning rate of the backbone's trained parameters (null: "
                                                 "last:N 2e-4, lora 5e-4, full 5e-5)")
-    head_lr: float = bounded(1e-3, gt=0, help="peak learning rate of the head")
+    head_lr: float = bounded(5e-3, gt=0, help="peak learning rate of the head")
     weight_decay: float = bounded(0.05, ge=0, help="AdamW weight decay (not on biases, norms, tokens' 1-D params)")
     warmup_epochs: float = bounded(2.0, ge=0, help="epochs of linear learning-rate warm-up")
     layer_decay: float = bounded(0.65, gt=0, le=1, help="full mode: learning rate x decay^(depth+1-layer)")
