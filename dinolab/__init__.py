@@ -7,6 +7,7 @@ The public entry points are imported lazily so that ``import dinolab`` is cheap:
 - :func:`embed` (images to embeddings)
 - :func:`export_onnx` (ONNX export verified with ONNX Runtime)
 - :func:`train`, :class:`Trainer` (pretraining and distillation)
+- :func:`finetune` (a classifier on a backbone: head, last blocks, LoRA or full)
 - :mod:`dinolab.losses`, :mod:`dinolab.eval`, :mod:`dinolab.curate`
 """
 
@@ -26,6 +27,7 @@ _LAZY = {
     "train": "dinolab.train.trainer",
     "Trainer": "dinolab.train.trainer",
     "export_onnx": "dinolab.export",
+    "finetune": "dinolab.finetune",
 }
 
 __all__ = list(_LAZY) + ["__version__"]

@@ -19,7 +19,7 @@ from .errors import DinolabError
 
 # The order in which commands are listed in --help; others follow alphabetically.
 _ORDER = ["train", "embed", "knn", "linear", "fewshot", "attention", "objects", "pca", "retrieve",
-          "dedup", "curate", "convert", "export", "report", "bench", "align", "zeroshot", "search"]
+          "finetune", "dedup", "curate", "convert", "export", "report", "bench", "align", "zeroshot", "search"]
 
 
 def _command_modules() -> list[str]:

@@ -86,6 +86,13 @@ class InferenceOptions:
         """The options parsed by :func:`add_inference_arguments` (absent ones keep their defaults)."""
         return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
 
+    @classmethod
+    def from_settings(cls, settings: Any, num_workers: int) -> InferenceOptions:
+        """The options of a loop's config dataclass (``image_size``, ``mean``, ``std``, ``device``, ``precision``,
+        ``progress`` fields), with ``num_workers`` decoding processes."""
+        return cls(image_size=settings.image_size, mean=settings.mean, std=settings.std, device=settings.device,
+                   precision=settings.precision, num_workers=num_workers, progress=settings.progress)
+
     def preprocess_for(self, model: Any, announce: str | None = None):
         """``model``'s :class:`~dinolab.models.Preprocess` with these options' overrides applied.
 

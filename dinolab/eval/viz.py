@@ -216,3 +216,43 @@ def unique_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
         taken.add(name)
         out.append(name)
     return out
+
+
+def plot_confusion_matrix(matrix: Any, classes: Sequence[str], path: str | os.PathLike, *,
+                          title: str = "confusion matrix (rows: true class, normalised)", annotate_max: int = 20) -> None:
+    """Write a confusion matrix PNG: ``matrix[i, j]`` images of true class ``i`` predicted as ``j``.
+
+    Each row is normalised to sum to 1 (the colour is the share of the true class; a row with no
+    images stays empty); with at most ``annotate_max`` classes each cell shows its count.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    m = np.asarray(matrix, dtype=np.float64)
+    c = len(classes)
+    if m.shape != (c, c):
+        raise ValueError(f"matrix of shape {m.shape} does not fit {c} classes")
+    rows = m.sum(axis=1, keepdims=True)
+    share = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    side = min(2.5 + 0.45 * c, 30)
+    fig = Figure(figsize=(side + 1.5, side))
+    ax = fig.add_subplot()
+    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ticks = list(range(c)) if c <= 60 else []
+    ax.set_xticks(ticks, [str(classes[i]) for i in ticks], rotation=90 if c > 8 else 0)
+    ax.set_yticks(ticks, [str(classes[i]) for i in ticks])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if c <= annotate_max:
+        for i in range(c):
+            for j in range(c):
+                ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=8,
+                        color="white" if share[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_save_bytes(path, buf.getvalue())

@@ -57,16 +57,14 @@ class AlignConfig:
     cache_limit_bytes: int = bounded(2 << 30, ge=0, help="largest token cache for a head with blocks")
 
     def workers(self) -> int:
-        if self.num_workers is not None:
-            return self.num_workers
-        return 0 if str(self.pairs).startswith("builtin:") else 2
+        """Decoding processes: ``num_workers``, else 0 for ``builtin:`` data (in memory), else 2."""
+        return self.num_workers if self.num_workers is not None else 0 if str(self.pairs).startswith("builtin:") else 2
 
     def inference_options(self):
         """These settings as the :class:`~dinolab.eval.options.InferenceOptions` every command runs a model with."""
         from ..eval.options import InferenceOptions
 
-        return InferenceOptions(image_size=self.image_size, mean=self.mean, std=self.std, device=self.device,
-                                precision=self.precision, num_workers=self.workers(), progress=self.progress)
+        return InferenceOptions.from_settings(self, self.workers())
 
 
 ALIGN_SCHEMA = ConfigSchema(AlignConfig, command="dinolab align")

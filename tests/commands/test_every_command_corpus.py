@@ -79,6 +79,7 @@ ATTACKS: dict[str, Callable[[Attack], list[str]]] = {
     "pca": lambda a: ["pca", a.weights, *a.images, "--out", str(a.out), *VISUAL],
     "retrieve": lambda a: ["retrieve", a.weights, "--query", str(a.data), "--database", str(a.data), "--ks", "1",
                            *LOADER],
+    "finetune": lambda a: ["finetune", a.weights, str(a.data), "epochs=1", "--out", str(a.out / "ft"), *LOADER],
     "dedup": lambda a: ["dedup", str(a.data), "--weights", a.weights, "--out", str(a.out), *WORKERS],
     "curate": lambda a: ["curate", "--pool", str(a.data), "--seeds", str(a.data), "--weights", a.weights,
                          "--k", "2", "--out", str(a.out), *WORKERS],
