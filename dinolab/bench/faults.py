@@ -78,6 +78,9 @@ _ALIGN = ["--pairs", "builtin:shapes?n=16&size=16", "--epochs", "24", "--batch-s
           "--text-width", "16", "--text-depth", "1", "--head-hidden-dim", "32", "--image-size", "16",
           "--device", "cpu", "--precision", "fp32", "--no-progress", "--num-workers", "0"]
 
+_FINETUNE = ["epochs=24", "batch_size=8", "patience=0", "--mode", "last:1", "--image-size", "16", "--device", "cpu",
+             "--precision", "fp32", "--no-progress", "--num-workers", "0"]
+
 TARGETS: dict[str, FaultTarget] = {
     "train": FaultTarget(
         "train",
@@ -89,6 +92,12 @@ TARGETS: dict[str, FaultTarget] = {
         start=lambda run, assets: ["align", "--weights", str(assets / "backbone.safetensors"), *_ALIGN,
                                    "--out", str(run)],
         resume=lambda run, assets: ["align", "--resume", "--out", str(run), "--no-progress"],
+        prepare=_tiny_backbone),
+    "finetune": FaultTarget(
+        "finetune",
+        start=lambda run, assets: ["finetune", str(assets / "backbone.safetensors"), "builtin:shapes?n=40&size=16",
+                                   *_FINETUNE, "--out", str(run)],
+        resume=lambda run, assets: ["finetune", "--resume", "--out", str(run), "--no-progress"],
         prepare=_tiny_backbone),
 }
 
