@@ -107,7 +107,7 @@ def report_unreadable(bad: list[tuple[str, str]], total: int, what: str = "image
                     f"other {done}); fix or remove those files and run again")
 
 
-def _load_input(path: str, min_size: int):
+def _load_input(path: str, min_size: int | None):
     """``(3, H, W)`` uint8 image of a path from :func:`image_inputs` (a file, or an image of a built-in set)."""
     import torch
 

@@ -146,7 +146,7 @@ def _predict(args: argparse.Namespace) -> int:
     bad: list[tuple[str, str]] = []
     for path, stem in progress(list(zip(paths, stems)), enabled=options.progress, desc="segment", unit="image"):
         try:
-            image = _load_input(path, 1)
+            image = _load_input(path, None)  # full size: masks match the image
         except UnreadableImage as e:
             bad.append((e.path, e.reason))
             continue

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
              for k in range(1, len(args.point) + 1)]
     check_outputs([out / n for row in names for n in row] + [out / f"{q}_similarity_sheet.png"], args.force)
     try:
-        query = _load_input(query_paths[0], 1)
+        query = _load_input(query_paths[0], None)  # full size: points are in its pixels
     except UnreadableImage as e:
         raise DataError(f"cannot read IMAGE {e.path}: {e.reason}") from None
     except (ValueError, IndexError):
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     refs, ref_stems, bad = [], [], []
     for path, stem in zip(ref_paths, stems[1:]):
         try:
-            refs.append(_load_input(path, 1))
+            refs.append(_load_input(path, None))
             ref_stems.append(stem)
         except UnreadableImage as e:
             bad.append((e.path, e.reason))

@@ -86,7 +86,7 @@ def test_dense_default_size_is_twice_the_model_size(model):
 
 def test_command_writes_one_overlay_per_point_and_image(tmp_path, model, capsys):
     w = dinolab.save_model(model, tmp_path / "m.safetensors")
-    q = tmp_path / "q.png"
+    q = tmp_path / "q.jpg"  # a JPEG: decoded at full size (the points are in its pixels)
     Image.fromarray(_image(24, 40, 3).permute(1, 2, 0).numpy()).save(q)
     ref = tmp_path / "refs"
     ref.mkdir()
