@@ -36,8 +36,8 @@ class PatchColour(torch.nn.Module):
         self.patch_size, self.embed_dim, self.depth = patch_size, 3, 1
         self.anchor = torch.nn.Parameter(torch.zeros(1))  # patch_tokens reads the device from a parameter
 
-    def get_intermediate_layers(self, x, n=1, reshape=True, norm=True):
-        return (F.avg_pool2d(x, self.patch_size),)
+    def forward_features(self, x):
+        return {"patches": F.avg_pool2d(x, self.patch_size).flatten(2).transpose(1, 2)}
 
 
 def _cli(args: list[str]) -> float:

@@ -45,7 +45,8 @@ def patch_tokens(model: torch.nn.Module, pixels: torch.Tensor, layers: int = 1) 
     """Final-norm patch tokens of the last ``layers`` blocks, concatenated on the channels.
 
     Args:
-        model: a dinolab ``VisionTransformer`` (``patch_size``, ``get_intermediate_layers``).
+        model: a dinolab ``VisionTransformer`` (``patch_size``, ``forward_features``; ``get_intermediate_layers``
+            for ``layers > 1``).
         pixels: normalised float ``B×3×H×W`` (or ``3×H×W``); pixels beyond the last whole patch are dropped.
         layers: how many last blocks (DINOv2's linear segmentation uses 1 or 4).
 
@@ -66,8 +67,11 @@ def patch_tokens(model: torch.nn.Module, pixels: torch.Tensor, layers: int = 1) 
     if h == 0 or w == 0:
         raise ValueError(f"image of size {tuple(x.shape[-2:])} is smaller than one {p}×{p} patch")
     x = x[..., : h * p, : w * p].to(next(model.parameters()).device)
-    outs = model.get_intermediate_layers(x, layers, reshape=True, norm=True)
-    tokens = torch.cat([o.float() for o in outs], dim=1)
+    if layers == 1:  # the final-norm patches of forward_features: any backbone with it works, not only the ViT
+        tokens = model.forward_features(x)["patches"].float().reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2)
+    else:
+        outs = model.get_intermediate_layers(x, layers, reshape=True, norm=True)
+        tokens = torch.cat([o.float() for o in outs], dim=1)
     return tokens[0] if single else tokens
 
 
