@@ -28,7 +28,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, dense: bool = False) ->
     from ..eval.options import add_inference_arguments
 
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    group = add_inference_arguments(parser, only=VISUAL_OPTIONS,
+    group = add_inference_arguments(parser, only=VISUAL_OPTIONS + (("batch_size",) if dense else ()),
                                     title="running the model (the shorter side of each image is resized to about "
                                           "the image size, aspect kept)")
     if dense:

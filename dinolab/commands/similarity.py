@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             bad.append((e.path, e.reason))
     with torch.no_grad(), autocast(device, precision):
         results, resized = patch_similarity(model, query, args.point, refs, image_size=preprocess.image_size,
-                                            preprocess=preprocess)
+                                            preprocess=preprocess, batch_size=args.batch_size)
     tiles, labels = [], []
     for k, result in enumerate(results, start=1):
         pictures = similarity_pictures(result, resized, tuple(query.shape[-2:]))

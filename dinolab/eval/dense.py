@@ -117,9 +117,23 @@ def cosine_maps(query: torch.Tensor, grids: Sequence[torch.Tensor]) -> list[torc
     return [torch.einsum("d,dhw->hw", q, F.normalize(g.float(), dim=0)) for g in grids]
 
 
+def token_grids(model: torch.nn.Module, pixels: Sequence[torch.Tensor], batch_size: int = 8) -> list[torch.Tensor]:
+    """:func:`patch_tokens` of each normalised ``3×H_i×W_i`` image (CPU), images of one size batched together."""
+    grids: list[torch.Tensor | None] = [None] * len(pixels)
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for i, x in enumerate(pixels):
+        by_size.setdefault(tuple(x.shape), []).append(i)
+    for members in by_size.values():
+        for k in range(0, len(members), batch_size):
+            chunk = members[k:k + batch_size]
+            for i, g in zip(chunk, patch_tokens(model, torch.stack([pixels[i] for i in chunk])).cpu()):
+                grids[i] = g
+    return grids
+
+
 def patch_similarity(model: torch.nn.Module, image: torch.Tensor, points: Sequence[tuple[float, float]],
-                     refs: Sequence[torch.Tensor] = (), *, image_size: int | None = None, preprocess: Any = None
-                     ) -> tuple[list[SimilarityMaps], list[torch.Tensor]]:
+                     refs: Sequence[torch.Tensor] = (), *, image_size: int | None = None, preprocess: Any = None,
+                     batch_size: int = 8) -> tuple[list[SimilarityMaps], list[torch.Tensor]]:
     """Similarity of the patch under each point of ``image`` to every patch of ``image`` and of ``refs``.
 
     Args:
@@ -129,6 +143,7 @@ def patch_similarity(model: torch.nn.Module, image: torch.Tensor, points: Sequen
         refs: further ``uint8 3×H_i×W_i`` images to compare against.
         image_size: shorter side fed to the model (default :func:`dense_image_size`).
         preprocess: normalisation (a :class:`dinolab.models.Preprocess`; default the model's).
+        batch_size: images of one size per forward pass.
 
     Returns:
         ``(maps, resized)``: one :class:`SimilarityMaps` per point, and the resized ``uint8 3×H'×W'``
@@ -138,7 +153,7 @@ def patch_similarity(model: torch.nn.Module, image: torch.Tensor, points: Sequen
     prepared = [prepare_image(im, model.patch_size, size, preprocess) for im in [image, *refs]]
     resized0 = tuple(prepared[0][0].shape[-2:])
     cells = [point_to_patch(pt, tuple(image.shape[-2:]), resized0, model.patch_size) for pt in points]
-    grids = [patch_tokens(model, x).cpu() for _, x in prepared]
+    grids = token_grids(model, [x for _, x in prepared], batch_size)
     out = [SimilarityMaps(tuple(pt), cell, cosine_maps(grids[0][:, cell[0], cell[1]], grids))
            for pt, cell in zip(points, cells)]
     return out, [r for r, _ in prepared]

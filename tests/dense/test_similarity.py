@@ -94,7 +94,7 @@ def test_command_writes_one_overlay_per_point_and_image(tmp_path, model, capsys)
         Image.fromarray(_image(16, 16, 4 + k).permute(1, 2, 0).numpy()).save(ref / f"r{k}.png")
     out = tmp_path / "out"
     args = ["similarity", str(w), str(q), "--point", "5,5", "--point", "39,23", "--ref", str(ref), "--out", str(out),
-            "--device", "cpu", "--no-progress", "--image-size", "16"]
+            "--device", "cpu", "--no-progress", "--image-size", "16", "--batch-size", "1"]
     assert main(args) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(["q_point1.png", "q_point1_r0.png", "q_point1_r1.png", "q_point2.png", "q_point2_r0.png",
@@ -107,3 +107,11 @@ def test_command_writes_one_overlay_per_point_and_image(tmp_path, model, capsys)
     assert main(bad) == 2
     err = capsys.readouterr().err
     assert "point 40,3 is outside the image (40x24 pixels" in err and not (tmp_path / "o2").exists()
+
+
+def test_batching_equal_sizes_changes_nothing(model):
+    query, refs = _image(32, 32, 7), [_image(32, 32, 8), _image(24, 40, 9), _image(32, 32, 10)]
+    one, _ = patch_similarity(model, query, [(3, 4)], refs, image_size=16, batch_size=1)
+    many, _ = patch_similarity(model, query, [(3, 4)], refs, image_size=16, batch_size=8)
+    for a, b in zip(one[0].maps, many[0].maps):
+        assert torch.allclose(a, b, atol=1e-5)
