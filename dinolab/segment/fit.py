@@ -89,7 +89,12 @@ def fit(weights_or_model: str | os.PathLike | nn.Module, images: Any = None, mas
         if cfg.head == "logreg":
             from .logreg import fit_logreg
 
-            job.history.append(fit_logreg(job.seg, job.pairs, cfg, job.device, job.precision))
+            job.history.append({"step": 0, **fit_logreg(job.seg, job.pairs, cfg, job.device, job.precision)})
+            if job.run_dir is not None:
+                from ..runtime.metrics_log import MetricsLog
+
+                with contextlib.closing(MetricsLog(job.run_dir / METRICS_NAME)) as metrics:
+                    metrics.write(job.history[-1])
             stopped = None
         else:
             stopped = _train(job)
