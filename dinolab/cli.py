@@ -18,8 +18,9 @@ from . import __version__
 from .errors import DinolabError
 
 # The order in which commands are listed in --help; others follow alphabetically.
-_ORDER = ["train", "embed", "knn", "linear", "fewshot", "attention", "objects", "pca", "retrieve",
-          "finetune", "dedup", "curate", "convert", "export", "report", "bench", "align", "zeroshot", "search"]
+_ORDER = ["train", "embed", "knn", "linear", "fewshot", "finetune", "predict", "compare", "attention", "objects",
+          "pca", "similarity", "segment", "propagate", "retrieve", "dedup", "curate", "convert", "export", "report",
+          "bench", "align", "zeroshot", "search"]
 
 
 def _command_modules() -> list[str]:

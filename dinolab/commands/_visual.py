@@ -14,7 +14,12 @@ from typing import Iterable, Sequence
 VISUAL_OPTIONS = ("image_size", "mean", "std", "device", "precision", "progress")
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+DENSE_SIZE_HELP = ("shorter side of the image fed to the model (default: twice the size the model records, rounded "
+                   "to whole patches, e.g. 448 px for official 224 px weights: dense maps want more patches; the "
+                   "size used is printed)")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, dense: bool = False) -> None:
     """``--out`` (required), the inference options of one-image-at-a-time commands, ``--force``.
 
     Images are resized so that the shorter side is about ``--image-size`` (default: the model's), both
@@ -23,10 +28,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     from ..eval.options import add_inference_arguments
 
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    add_inference_arguments(parser, only=VISUAL_OPTIONS,
-                            title="running the model (the shorter side of each image is resized to about the "
-                                  "image size, aspect kept)")
+    group = add_inference_arguments(parser, only=VISUAL_OPTIONS + (("batch_size",) if dense else ()),
+                                    title="running the model (the shorter side of each image is resized to about "
+                                          "the image size, aspect kept)")
+    if dense:
+        dense_size_help(group)
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+
+
+def dense_size_help(group: argparse._ArgumentGroup) -> None:
+    """Say in ``--image-size``'s help that the dense default (twice the model's size) applies."""
+    for action in group._group_actions:
+        if action.dest == "image_size":
+            action.help = DENSE_SIZE_HELP
 
 
 def image_inputs(inputs: Sequence[str]) -> list[str]:
@@ -61,9 +75,10 @@ def check_outputs(paths: Iterable[Path], force: bool) -> None:
         check_writable(p, force=force)
 
 
-def load_for_inference(args: argparse.Namespace, command: str):
+def load_for_inference(args: argparse.Namespace, command: str, dense: bool = False):
     """Load ``args.weights`` in eval mode on ``--device``; returns ``(model, device, precision, preprocess)``
-    and says on stderr which preprocessing is used."""
+    and says on stderr which preprocessing is used. ``dense``: without ``--image-size`` the size is
+    :func:`dinolab.eval.dense.dense_image_size` (twice the model's) instead of the model's own."""
     from .. import load_model
     from ..device import resolve_device, resolve_precision
     from ..eval.options import InferenceOptions
@@ -72,6 +87,10 @@ def load_for_inference(args: argparse.Namespace, command: str):
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device)
     model = load_model(args.weights, device=device).eval()
+    if dense and options.image_size is None:
+        from ..eval.dense import dense_image_size
+
+        options.image_size = dense_image_size(model)
     return model, device, precision, options.preprocess_for(model, announce=command)
 
 
@@ -88,7 +107,7 @@ def report_unreadable(bad: list[tuple[str, str]], total: int, what: str = "image
                     f"other {done}); fix or remove those files and run again")
 
 
-def _load_input(path: str, min_size: int):
+def _load_input(path: str, min_size: int | None):
     """``(3, H, W)`` uint8 image of a path from :func:`image_inputs` (a file, or an image of a built-in set)."""
     import torch
 

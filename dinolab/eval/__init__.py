@@ -29,6 +29,7 @@ _LAZY = {
     "retrieval_metrics": "retrieval", "average_precision": "retrieval", "gem_pool": "retrieval",
     "copy_detection_descriptor": "retrieval", "copy_detection_eval": "retrieval", "augment_copy": "retrieval",
     "evaluate_objects": "objects", "object_masks": "objects", "ObjectsResult": "objects",
+    "patch_tokens": "dense", "patch_similarity": "dense", "dense_image_size": "dense",
     "InferenceOptions": "options", "add_inference_arguments": "options",
 }
 

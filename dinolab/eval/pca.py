@@ -21,20 +21,15 @@ from typing import Sequence
 
 import torch
 
+from .dense import patch_tokens
 
-@torch.no_grad()
+
 def patch_features(model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
     """Final-norm patch tokens of a normalised ``3×H×W`` image as ``h×w×D`` float32 (on the CPU).
 
-    Registers are not patches and are never included.
+    Registers are not patches and are never included (see :func:`dinolab.eval.dense.patch_tokens`).
     """
-    p = model.patch_size
-    h, w = image.shape[-2] // p, image.shape[-1] // p
-    if h == 0 or w == 0:
-        raise ValueError(f"image of size {tuple(image.shape[-2:])} is smaller than one {p}×{p} patch")
-    x = image[None, :, : h * p, : w * p].to(next(model.parameters()).device)
-    patches = model.forward_features(x)["patches"][0].float().cpu()
-    return patches.reshape(h, w, -1)
+    return patch_tokens(model, image).permute(1, 2, 0).cpu()
 
 
 def principal_components(x: torch.Tensor, k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:

@@ -125,6 +125,17 @@ def heat_overlay(image: np.ndarray, heat: torch.Tensor, cmap: str = "inferno", a
     return blend(image, colorize(minmax(heat).cpu().numpy(), cmap), alpha)
 
 
+def mark_point(picture: np.ndarray, xy: tuple[float, float], radius: int = 4,
+               color: Sequence[int] = (255, 0, 0)) -> np.ndarray:
+    """A copy of ``uint8 H×W×3`` ``picture`` with a filled disc of ``color`` ringed in white at pixel ``xy = (x, y)``."""
+    out = picture.copy()
+    yy, xx = np.mgrid[: out.shape[0], : out.shape[1]]
+    d2 = (xx - xy[0]) ** 2 + (yy - xy[1]) ** 2
+    out[d2 <= (radius + 1.5) ** 2] = 255
+    out[d2 <= radius ** 2] = np.asarray(color, dtype=np.uint8)
+    return out
+
+
 def mask_overlay(image: np.ndarray, mask: torch.Tensor | np.ndarray, color: Sequence[int] = (0, 200, 255),
                  dim: float = 0.35) -> np.ndarray:
     """Keep the masked pixels, tint them with ``color``, and darken the rest to ``dim`` brightness."""

@@ -58,6 +58,11 @@ def _pairs(a: Attack) -> str:
     return str(csv)
 
 
+def _good(a: Attack) -> str:
+    """A readable image of the corpus (similarity's IMAGE; the bad files go in as references)."""
+    return next(p for p in a.images if p not in a.bad and Path(p).is_file())
+
+
 def _run_dir(a: Attack) -> str:
     """A run directory with one metrics line, so that report gets as far as the truncated --results."""
     run = a.out.parent / "run"
@@ -77,6 +82,10 @@ ATTACKS: dict[str, Callable[[Attack], list[str]]] = {
     "attention": lambda a: ["attention", a.weights, *a.images, "--out", str(a.out), *VISUAL],
     "objects": lambda a: ["objects", a.weights, str(a.data), "--out", str(a.out), *VISUAL],
     "pca": lambda a: ["pca", a.weights, *a.images, "--out", str(a.out), *VISUAL],
+    "similarity": lambda a: ["similarity", a.weights, _good(a), "--point", "0,0", "--ref", str(a.data), "--out",
+                             str(a.out), *VISUAL],
+    "segment": lambda a: ["segment", "fit", a.weights, "--images", str(a.data), "--masks", str(a.data), "--out",
+                          str(a.out / "head"), *VISUAL],
     "retrieve": lambda a: ["retrieve", a.weights, "--query", str(a.data), "--database", str(a.data), "--ks", "1",
                            *LOADER],
     "finetune": lambda a: ["finetune", a.weights, str(a.data), "epochs=1", "--out", str(a.out / "ft"), *LOADER],
