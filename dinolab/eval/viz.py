@@ -214,12 +214,17 @@ def image_paths(inputs: Sequence[str | os.PathLike]) -> list[str]:
     return paths
 
 
+MAX_STEM_BYTES = 80  # two stems and a suffix in one output name stay under the 255-byte NAME_MAX
+
+
 def unique_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
-    """File stems to name outputs by, made unique with ``_2``, ``_3``... where names repeat."""
+    """File stems to name outputs by, made unique with ``_2``, ``_3``... where names repeat. A stem longer
+    than :data:`MAX_STEM_BYTES` keeps its start plus ``~`` and 8 hex digits of the whole stem's hash, so
+    outputs named after one or two images (``<stem>_point1_<ref>.png``) fit in a file name."""
     taken: set[str] = set()
     out = []
     for p in paths:
-        stem = os.path.splitext(os.path.basename(p))[0] or "image"
+        stem = _bounded(os.path.splitext(os.path.basename(p))[0] or "image")
         name, k = stem, 1
         while name in taken:
             k += 1
@@ -227,6 +232,16 @@ def unique_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
         taken.add(name)
         out.append(name)
     return out
+
+
+def _bounded(stem: str) -> str:
+    raw = os.fsencode(stem)
+    if len(raw) <= MAX_STEM_BYTES:
+        return stem
+    import hashlib
+
+    head = raw[: MAX_STEM_BYTES - 9].decode("utf-8", "ignore") or "image"  # never half a character
+    return f"{head}~{hashlib.sha1(raw).hexdigest()[:8]}"
 
 
 def plot_confusion_matrix(matrix: Any, classes: Sequence[str], path: str | os.PathLike, *,
