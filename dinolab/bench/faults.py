@@ -81,6 +81,9 @@ _ALIGN = ["--pairs", "builtin:shapes?n=16&size=16", "--epochs", "24", "--batch-s
 _FINETUNE = ["epochs=24", "batch_size=8", "patience=0", "--mode", "last:1", "--image-size", "16", "--device", "cpu",
              "--precision", "fp32", "--no-progress", "--num-workers", "0"]
 
+_SEGMENT = ["--images", "builtin:shapes?n=8&size=16", "--steps", "60", "--checkpoint-every", "5", "--image-size", "16",
+            "--batch-size", "4", "--device", "cpu", "--precision", "fp32", "--no-progress"]
+
 TARGETS: dict[str, FaultTarget] = {
     "train": FaultTarget(
         "train",
@@ -98,6 +101,11 @@ TARGETS: dict[str, FaultTarget] = {
         start=lambda run, assets: ["finetune", str(assets / "backbone.safetensors"), "builtin:shapes?n=40&size=16",
                                    *_FINETUNE, "--out", str(run)],
         resume=lambda run, assets: ["finetune", "--resume", "--out", str(run), "--no-progress"],
+        prepare=_tiny_backbone),
+    "segment": FaultTarget(
+        "segment",
+        start=lambda run, assets: ["segment", "fit", str(assets / "backbone.safetensors"), *_SEGMENT, "--out", str(run)],
+        resume=lambda run, assets: ["segment", "fit", "--resume", "--out", str(run), "--no-progress"],
         prepare=_tiny_backbone),
 }
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DinolabError
-from ..runtime.checkpoint import load_checkpoint, save_checkpoint
+from ..runtime.checkpoint import resume_state, save_checkpoint
 from ..runtime.config_loader import check_fields, to_yaml
 from ..runtime.messages import progress, say
 from ..runtime.run_dir import RunDirectory
@@ -62,8 +62,7 @@ def run_finetune(weights: Any, train_data: Any, out: str | os.PathLike, *, val: 
     cfg = resolve_config(weights, train_data, val, mode, overrides)
     if resume and force:
         raise ConfigError("--resume continues the run in the output folder and --force replaces it; pass one")
-    run = RunDirectory(out, files=RUN_FILES, config_name=CONFIG_NAME, command="dinolab finetune",
-                       resume_marker="checkpoint.pt")
+    run = RunDirectory(out, files=RUN_FILES, config_name=CONFIG_NAME, command="dinolab finetune")
     run.open(resume=resume, force=force)
     try:
         job = prepare(weights, cfg, Path(out), resume)
@@ -126,8 +125,9 @@ def prepare(weights: Any, cfg: FinetuneConfig, run_dir: Path, resume: bool) -> J
     from .setup import build_job
 
     job = build_job(weights, cfg, run_dir)
-    if resume:
-        restore(job, load_checkpoint(run_dir))
+    state = resume_state(run_dir, "epoch") if resume else None
+    if state is not None:
+        restore(job, state)
     return job
 
 

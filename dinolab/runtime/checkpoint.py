@@ -136,6 +136,17 @@ def has_checkpoint(run_dir: str | os.PathLike) -> bool:
     return (Path(run_dir) / CHECKPOINT).exists() or (Path(run_dir) / PREVIOUS).exists()
 
 
+def resume_state(run_dir: str | os.PathLike, unit: str = "step") -> dict[str, Any] | None:
+    """What ``--resume`` continues from: :func:`load_checkpoint`, or None (said) for a run whose start was
+    accepted but that was killed before its first checkpoint: it starts again at ``unit`` 0."""
+    if not has_checkpoint(run_dir):
+        from .messages import say
+
+        say(f"{run_dir} has no checkpoint yet (the run stopped before saving one): starting at {unit} 0")
+        return None
+    return load_checkpoint(run_dir)
+
+
 def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The state saved in ``run_dir``: ``checkpoint.pt``, or ``checkpoint.prev.pt`` (saying why) if the former
     cannot be used; both unusable: one error naming both."""

@@ -29,7 +29,7 @@ from torch import nn
 from ..errors import ConfigError, DataError, DinolabError
 from ..eval.dense import patch_tokens
 from ..io import atomic_save_text
-from ..runtime.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from ..runtime.checkpoint import capture_rng_state, restore_rng_state, resume_state, save_checkpoint
 from ..runtime.config_loader import check_fields, to_yaml
 from ..runtime.messages import progress, say
 from ..runtime.run_dir import RunDirectory
@@ -74,8 +74,7 @@ def fit(weights_or_model: str | os.PathLike | nn.Module, images: Any = None, mas
                           "--force or --head logreg (which fits in one go)")
     run = None
     if out is not None:
-        run = RunDirectory(out, files=_RUN_FILES, config_name=CONFIG_NAME, command="dinolab segment fit",
-                           resume_marker="checkpoint.pt")
+        run = RunDirectory(out, files=_RUN_FILES, config_name=CONFIG_NAME, command="dinolab segment fit")
         run.open(resume=resume, force=force)
     try:
         job = _prepare(weights_or_model, cfg, Path(out) if out is not None else None, resume)
@@ -154,7 +153,7 @@ def _prepare(weights_or_model: Any, cfg: SegmentConfig, run_dir: Path | None, re
     if cfg.head == "linear":
         job.optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         job.rng = np.random.default_rng(cfg.seed)
-    state = load_checkpoint(run_dir) if resume else None
+    state = resume_state(run_dir) if resume else None
     if state is not None:
         if state.get("backbone_fingerprint") != seg.fingerprint:
             raise DinolabError(f"the checkpoint in {run_dir} was fitted on another backbone; resume with the same "

@@ -40,7 +40,7 @@ from torch import nn
 
 from ..errors import ConfigError, DataError, DinolabError
 from ..io import atomic_save_text
-from ..runtime.checkpoint import capture_rng_state, has_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
+from ..runtime.checkpoint import capture_rng_state, restore_rng_state, resume_state, save_checkpoint
 from ..runtime.config_loader import check_fields, to_yaml
 from ..runtime.messages import progress, say
 from ..runtime.run_dir import RunDirectory
@@ -179,7 +179,7 @@ def _prepare(weights_or_model: Any, pairs: Any, cfg: AlignConfig, run_dir: Path 
     captions = [pairs.captions[i] for i in features.kept]
     if len(captions) < 2:
         raise DataError(f"{pairs.source}: only {len(captions)} usable pair(s); contrastive training needs at least 2")
-    state = _resume_state(run_dir) if resume else None
+    state = resume_state(run_dir, "epoch") if resume else None
     if state is not None and state.get("backbone_fingerprint") != fingerprint:
         raise DinolabError(f"the checkpoint in {run_dir} was trained on another backbone; resume with the same "
                            f"--weights, or start over with --force")
@@ -206,15 +206,6 @@ def _prepare(weights_or_model: Any, pairs: Any, cfg: AlignConfig, run_dir: Path 
     if state is not None:
         _restore(job, state)
     return job
-
-
-def _resume_state(run_dir: Path) -> dict[str, Any] | None:
-    """The checkpoint to continue from (falling back to checkpoint.prev.pt, or saying why not), or None for a
-    run killed after its start was accepted but before its first checkpoint: it starts again at epoch 0."""
-    if not has_checkpoint(run_dir):
-        say(f"{run_dir} has no checkpoint yet (the run stopped before saving one): starting at epoch 0")
-        return None
-    return load_checkpoint(run_dir)
 
 
 def _restore(job: _Job, state: dict[str, Any]) -> None:

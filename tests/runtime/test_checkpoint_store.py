@@ -126,3 +126,17 @@ def test_a_missing_latest_between_the_two_renames_resumes_from_the_previous(tmp_
     ckpt.save_checkpoint(tmp_path, {"iteration": 2})
     os.replace(tmp_path / ckpt.CHECKPOINT, tmp_path / "moved")  # the instant after latest -> prev
     assert ckpt.load_checkpoint(tmp_path)["iteration"] == 1
+
+
+def test_resume_state_of_a_run_killed_before_its_first_checkpoint_is_none_and_said(tmp_path, capsys):
+    assert ckpt.resume_state(tmp_path, "epoch") is None
+    assert "has no checkpoint yet (the run stopped before saving one): starting at epoch 0" in capsys.readouterr().err
+
+
+def test_resume_state_between_the_renames_of_a_save_uses_the_previous(tmp_path):
+    """A kill between 'latest -> prev' and 'new -> latest' leaves only checkpoint.prev.pt (found by the finetune
+    kill loop: its resume was refused as 'not a run directory (no checkpoint.pt)')."""
+    ckpt.save_checkpoint(tmp_path, {"iteration": 1})
+    ckpt.save_checkpoint(tmp_path, {"iteration": 2})
+    os.replace(tmp_path / ckpt.CHECKPOINT, tmp_path / ckpt.PREVIOUS)
+    assert ckpt.resume_state(tmp_path)["iteration"] == 2
