@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout
@@ -42,31 +43,42 @@ from dinolab.data.datasets import ImageDataset  # noqa: E402
 from dinolab.eval.baselines import raw_pixel_knn  # noqa: E402
 from dinolab.eval.features import embed  # noqa: E402
 from dinolab.eval.knn import knn_classify  # noqa: E402
-from dinolab.models import create_model  # noqa: E402
 from dinolab.models.weights import load_model  # noqa: E402
+from dinolab.train.build import random_init_backbone  # noqa: E402
 from dinolab.train.config import load_config  # noqa: E402
-from dinolab.train.data import Subset  # noqa: E402
+from dinolab.train.data import RunData, Subset, build_run_data  # noqa: E402
 from dinolab.train.trainer import Trainer  # noqa: E402
 
 KS = (10, 20)
 
 
-def knn_of(model: torch.nn.Module, memory, queries, image_size: int) -> dict[int, float]:
-    kw = dict(image_size=image_size, progress=False, batch_size=128)
+def _features(e) -> dict[str, np.ndarray]:
+    """The candidate k-NN features of one :class:`Embeddings`: CLS, mean patch, both (each L2-normed)."""
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)  # noqa: E731
+    return {"cls": e.cls, "patch_mean": e.patch_mean, "cls+patch_mean": np.concatenate([unit(e.cls), unit(e.patch_mean)], 1)}
+
+
+def knn_of(model: torch.nn.Module, memory, queries, image_size: int) -> dict[str, dict[int, float]]:
+    """k-NN top-1 per feature (``cls`` is what ``dinolab knn`` uses) and per k."""
+    kw = dict(image_size=image_size, progress=False, batch_size=128, patch_mean=True)
     m, q = embed(model, memory, **kw), embed(model, queries, **kw)
-    res = knn_classify(torch.from_numpy(m.cls), m.labels, torch.from_numpy(q.cls), q.labels, k=KS)
-    return {k: float(r["top1"]) for k, r in res.items()}
+    fm, fq = _features(m), _features(q)
+    out = {}
+    for name in fm:
+        res = knn_classify(torch.from_numpy(fm[name]), m.labels, torch.from_numpy(fq[name]), q.labels, k=KS)
+        out[name] = {k: float(r["top1"]) for k, r in res.items()}
+    return out
 
 
-def shifted_split(trainer: Trainer, canvas: int) -> tuple[Subset, Subset] | None:
+def shifted_split(config, data: RunData, canvas: int) -> tuple[Subset, Subset] | None:
     """(centred references, randomly placed queries) on the run's own split; None off builtin:digits."""
-    source = str(trainer.config.data.source)
+    source = str(config.data.source)
     if source.split("?")[0] != "builtin:digits" or "?" in source:
         return None
     centred = ImageDataset(f"builtin:digits?canvas={canvas}")
     moved = ImageDataset(f"builtin:digits?canvas={canvas}&shift=random")
-    return (Subset(centred, trainer.data.train.indices, "train split, centred"),
-            Subset(moved, trainer.data.val.indices, "k-NN split, shifted"))
+    return (Subset(centred, data.train.indices, "train split, centred"),
+            Subset(moved, data.val.indices, "k-NN split, shifted"))
 
 
 def main() -> None:
@@ -78,24 +90,31 @@ def main() -> None:
     p.add_argument("--log", type=Path, default=None, help="append a JSON line with the figures here")
     p.add_argument("--name", default=None, help="a label for the log line")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    p.add_argument("--eval", type=Path, default=None, metavar="RUN",
+                   help="evaluate this finished run directory (its config.yaml and exported teacher) without training")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    config = load_config(args.preset, ["train.progress=false", *args.overrides])
-    out = args.out or Path(tempfile.mkdtemp(prefix="bench_recipe_")) / "run"
-    trainer = Trainer(config, out)
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    result = trainer.fit()
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    if result.stopped_by:  # an interrupted run measures nothing
-        sys.exit(f"stopped by {result.stopped_by} at step {result.iterations}; no figures")
+    if args.eval:
+        config = load_config(str(args.eval / "config.yaml"), ["train.progress=false"])
+        data = build_run_data(config)
+        exported, steps, wall, cpu = args.eval / "teacher_backbone.safetensors", None, 0.0, 0.0
+    else:
+        config = load_config(args.preset, ["train.progress=false", *args.overrides])
+        out = args.out or Path(tempfile.mkdtemp(prefix="bench_recipe_")) / "run"
+        trainer = Trainer(config, out)
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        result = trainer.fit()
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        if result.stopped_by:  # an interrupted run measures nothing
+            sys.exit(f"stopped by {result.stopped_by} at step {result.iterations}; no figures")
+        exported, steps, data = result.exported, result.iterations, trainer.data
     size = config.eval.image_size or config.crops.global_crops_size
-    model = load_model(result.exported)
-    torch.manual_seed(config.train.seed)  # the trainer's random-init baseline, rebuilt
-    random_model = create_model(config.model.arch, **{**trainer._arch_kwargs(), "drop_path_rate": 0.0})
-    rows = {"clean": (trainer.data.train, trainer.data.val)}
-    shifted = shifted_split(trainer, args.canvas)
+    model = load_model(exported)
+    random_model = random_init_backbone(config)  # the trainer's random-init baseline, rebuilt
+    rows = {"clean": (data.train, data.val)}
+    shifted = shifted_split(config, data, args.canvas)
     if shifted is not None:
         rows[f"shifted (canvas {args.canvas})"] = shifted
     figures = {}
@@ -103,15 +122,17 @@ def main() -> None:
         figures[name] = {"trained": knn_of(model, memory, queries, size),
                          "random_init": knn_of(random_model, memory, queries, size),
                          "raw_pixels": raw_pixel_knn(memory, queries, size, k=KS)}
-    print(f"\n{args.preset} {' '.join(args.overrides)}: {result.iterations} steps, {size} px input, "
+    print(f"\n{args.preset} {' '.join(args.overrides)}: {steps} steps, {size} px input, "
           f"train wall {wall:.0f} s, CPU {cpu:.0f} s ({cpu / max(wall, 1e-9):.2f} cores)")
-    print(f"{'k-NN top-1 k=10 / k=20':<28} {'trained':>15} {'random init':>15} {'raw pixels':>15}")
+    print(f"{'k-NN top-1 k=10 / k=20':<40} {'trained':>15} {'random init':>15} {'raw pixels':>15}")
     for name, f in figures.items():
-        cells = [f"{f[c][10]:6.1%} / {f[c][20]:6.1%}" for c in ("trained", "random_init", "raw_pixels")]
-        print(f"{name:<28} " + " ".join(f"{c:>15}" for c in cells))
+        for feat in f["trained"]:
+            cells = [f"{f[c][feat][10]:6.1%} / {f[c][feat][20]:6.1%}" for c in ("trained", "random_init")]
+            cells.append(f"{f['raw_pixels'][10]:6.1%} / {f['raw_pixels'][20]:6.1%}")
+            print(f"{name + ', ' + feat:<40} " + " ".join(f"{c:>15}" for c in cells))
     if args.log:
-        line = {"name": args.name, "preset": args.preset, "overrides": args.overrides, "steps": result.iterations,
-                "in_run_knn": result.knn, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "figures": figures}
+        line = {"name": args.name, "preset": args.preset, "overrides": args.overrides, "steps": steps,
+                "run": str(args.eval or out), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "figures": figures}
         with open(args.log, "a") as fh:
             fh.write(json.dumps(line) + "\n")
 

@@ -18,7 +18,10 @@ from dinolab.train.trainer import Trainer
 V2 = ["data.source=builtin:shapes?n=40&size=32", "crops.global_crops_size=32", "crops.local_crops_size=16",
       "ibot.loss_weight=1.0", "ibot.mask_ratio_min_max=[0.25, 0.5]", "koleo.loss_weight=0.1",
       "dino.centering=sinkhorn_knopp", "ibot.centering=sinkhorn_knopp", "model.options={layerscale_init: 0.1}",
-      "optim.layerwise_decay=0.9", "optim.patch_embed_lr_mult=0.2", "optim.lr=0.002"]
+      "optim.layerwise_decay=0.9", "optim.patch_embed_lr_mult=0.2", "optim.lr=0.002",
+      # the embedded default's crops when the numbers were recorded (issue 17 changed the default's)
+      "crops.global_crops_scale=[0.4, 1.0]", "crops.local_crops_scale=[0.1, 0.4]",
+      "crops.options={hflip_p: 0.0, interpolation: bilinear}"]
 
 # step: (loss, dino_loss, ibot_loss, koleo_loss), recorded at 675c469
 EXPECTED = {
