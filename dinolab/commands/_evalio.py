@@ -208,3 +208,35 @@ def write_json(args: argparse.Namespace, payload: dict) -> None:
 
     atomic_save_text(args.out, json.dumps(_jsonable(payload), indent=2) + "\n")
     print(f"results written to {args.out}")
+
+
+def add_save_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--save", metavar="C.safetensors",
+                        help=f"also save {what} for `dinolab predict` (safetensors + JSON record; the backbone is "
+                             "referenced by path and fingerprint, not copied)")
+
+
+def check_save(args: argparse.Namespace) -> None:
+    """Refuse an existing ``--save`` file before any work unless ``--force``."""
+    if getattr(args, "save", None):
+        from ..io import check_writable
+
+        check_writable(args.save, force=args.force)
+
+
+def save_classifier_from(args: argparse.Namespace, splits: SplitLoader, reference, kind: str, tensors: dict,
+                         params: dict, num_classes: int, n_last_blocks: int = 1, patch_mean: bool = False) -> None:
+    """Write ``--save`` (when given): the classifier on ``reference``'s features, with its backbone and preprocess."""
+    if not getattr(args, "save", None):
+        return
+    from ..predict.saved import SavedClassifier, backbone_record, save_classifier
+
+    classes = reference.classes or [str(i) for i in range(num_classes)]
+    model = splits._model
+    backbone = backbone_record(model, args.weights) if model is not None else {"path": None, "fingerprint": None}
+    feature = {"n_last_blocks": n_last_blocks, "patch_mean": patch_mean,
+               "dim": int(next(iter(v.shape[1] for k, v in tensors.items() if v.ndim == 2)))}
+    pp = splits.preprocess.to_dict() if splits.preprocess is not None else None
+    save_classifier(args.save, SavedClassifier(kind, classes, tensors, params, feature, backbone, pp))
+    note = "" if model is not None else " (from precomputed embeddings: `dinolab predict` will need --weights)"
+    print(f"{kind} classifier saved to {args.save}{note}")
