@@ -12,6 +12,8 @@ import json
 import math
 from typing import Any, Sequence
 
+from ..io import json_value as _jsonable
+
 
 def add_weights_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("weights", nargs="?", metavar="WEIGHTS",
@@ -175,22 +177,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | No
 def per_class_table(per_class: dict, title: str = "per class") -> str:
     rows = [(c, v["support"], pct(v["recall"]), pct(v.get("f1"))) for c, v in per_class.items()]
     return table(["class", "support", "recall %", "F1 %"], rows, title)
-
-
-def _jsonable(x: Any) -> Any:
-    import numpy as np
-
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None  # JSON has no NaN
-    return x
 
 
 def check_out(args: argparse.Namespace) -> None:

@@ -56,13 +56,14 @@ def _resampled(t: np.ndarray, pred: np.ndarray, bins, conf, correct, idx: np.nda
 
 
 def bootstrap_metrics(probs, y_true, *, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
-                      num_classes: int | None = None, chunk: int = 100) -> dict[str, dict[str, float]]:
+                      num_classes: int | None = None, chunk: int = 100, draws: bool = False) -> dict[str, dict]:
     """Point value and percentile-bootstrap interval of each metric in :data:`METRICS`.
 
     Args:
         probs: ``(N, C)`` class probabilities (ECE needs them), or ``(N,)`` predicted classes (no ECE).
         y_true: ``(N,)`` class indices.
         n_resamples: bootstrap resamples; seed: their draw; chunk: resamples computed at once (memory).
+        draws: also return each metric's ``(n_resamples,)`` resampled values as ``"draws"``.
 
     Returns:
         ``{metric: {"value", "low", "high"}}`` (fractions), ``value`` on the whole test set.
@@ -87,7 +88,9 @@ def bootstrap_metrics(probs, y_true, *, n_resamples: int = 1000, confidence: flo
     q = ((1 - confidence) / 2, (1 + confidence) / 2)
     out = {}
     for name in value:
-        draws = np.concatenate([part[name] for part in parts])
-        low, high = np.nanquantile(draws, q)
+        resampled = np.concatenate([part[name] for part in parts])
+        low, high = np.nanquantile(resampled, q)
         out[name] = {"value": float(value[name][0]), "low": float(low), "high": float(high)}
+        if draws:
+            out[name]["draws"] = resampled
     return out

@@ -79,6 +79,8 @@ ATTACKS: dict[str, Callable[[Attack], list[str]]] = {
                          *LOADER],
     "fewshot": lambda a: ["fewshot", a.weights, str(a.data), "--shots", "1", "--episodes", "2", *LOADER],
     "predict": lambda a: ["predict", _classifier(a), str(a.data), "--out", str(a.out / "p.csv"), *LOADER],
+    "compare": lambda a: ["compare", a.weights, str(a.data), "--out", str(a.out / "cmp"), "--methods", "knn",
+                          "prototype 1-shot", "logreg", "--episodes", "2", "--resamples", "20", *LOADER],
     "attention": lambda a: ["attention", a.weights, *a.images, "--out", str(a.out), *VISUAL],
     "objects": lambda a: ["objects", a.weights, str(a.data), "--out", str(a.out), *VISUAL],
     "pca": lambda a: ["pca", a.weights, *a.images, "--out", str(a.out), *VISUAL],
