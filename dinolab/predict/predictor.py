@@ -43,10 +43,6 @@ class Predictor(nn.Module):
         super().__init__()
         self.classes, self.preprocess = [str(c) for c in classes], preprocess
 
-    @property
-    def device(self) -> torch.device:
-        return next(iter(self.parameters()), next(iter(self.buffers()), torch.zeros(0))).device
-
     def predict_proba(self, pixels: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
