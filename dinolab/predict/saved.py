@@ -10,7 +10,7 @@ kind                    tensors                                                p
 ``linear``              ``weight`` (C, D), ``bias`` (C,) (on raw features)        softmax(logits)
 ======================  =====================================================  =========================
 
-The safetensors metadata holds ``format = "dinolab-classifier"`` and ``record``, a JSON object:
+The safetensors metadata holds ``format = "dinolab-feature-classifier"`` and ``record``, a JSON object:
 ``kind``, ``classes``, ``params`` (k, temperature, method...), ``feature`` (``n_last_blocks``,
 ``patch_mean``, ``dim``: how the features are made from the backbone's tokens, as ``dinolab embed``
 makes them), ``preprocess`` (what the backbone was fed) and ``backbone``: its ``path`` and
@@ -36,7 +36,7 @@ import torch
 
 from ..errors import WeightsError
 
-FORMAT = "dinolab-classifier"
+FORMAT = "dinolab-feature-classifier"  # the finetune classifier (backbone + head) is "dinolab-classifier"
 FORMAT_VERSION = 1
 PROTOTYPE_TEMPERATURE = 0.07  # softmax(cos / T) of a saved prototype classifier, as k-NN's vote temperature
 KINDS = {"knn": ("features", "labels"), "prototype": ("centroids", "present"), "linear": ("weight", "bias")}

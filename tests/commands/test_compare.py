@@ -133,3 +133,26 @@ def test_unknown_methods_and_missing_aligned_are_named(weights, tmp_path, capsys
     assert "unknown method(s) 'nope'" in capsys.readouterr().err
     assert main(["compare", weights, DATA, "--out", str(tmp_path / "c"), "--methods", "zeroshot", *E]) == 2
     assert "needs an aligned model" in capsys.readouterr().err
+
+
+def test_zeroshot_row_matches_zeroshot_classify_on_the_test_split(tmp_path, capsys):
+    from dinolab.data.builtin import load_builtin
+    from dinolab.text import align, zeroshot_classify
+
+    torch.manual_seed(0)
+    bb = tmp_path / "bb.safetensors"
+    dinolab.save_model(dinolab.create_model("vit_tiny", img_size=16, patch_size=8, depth=1), bb)
+    data = "builtin:shapes?n=30&size=16"
+    model = align(bb, data, out=tmp_path / "aligned", epochs=1, batch_size=6, image_size=16, embed_dim=16,
+                  text_width=32, text_depth=1, device="cpu", precision="fp32", progress=False)
+    res = compare(bb, data, aligned=tmp_path / "aligned", methods=["zeroshot"], options=OPTS, n_resamples=20)
+    _, te = stratified_split(load_builtin(data).labels, 0.2, seed=0)
+    ref = zeroshot_classify(model, data, ["circle", "square", "triangle", "star", "cross"], device="cpu",
+                            precision="fp32", num_workers=0)
+    expected = classification_report(ref.labels[te], ref.predictions[te], 5)
+    assert res.results[0].name == "zeroshot"
+    assert res.results[0].metrics["balanced_accuracy"]["value"] == pytest.approx(expected["balanced_accuracy"])
+    out = tmp_path / "c"
+    assert main(["compare", str(bb), data, "--aligned", str(tmp_path / "aligned"), "--classes", "a,b", "--out",
+                 str(out), "--methods", "zeroshot", *E]) == 2
+    assert "one name per class folder" in capsys.readouterr().err
