@@ -56,9 +56,15 @@ def render_compare(d: dict) -> str:
     out = _table(headers(), table_rows(d), f"{d.get('n_train', '?')} training and {d.get('n_test', '?')} test "
                                            f"images; value [95% bootstrap interval], percent")
     out += f"<p class=note>images per class (train/test): {html.escape(counts)}</p>"
+    out += ("<p class=note>intervals: 95% percentile bootstrap over the test images (few-shot: over episodes and "
+            "test images); the bootstrap of ECE is biased upwards, so its interval can lie above the value. "
+            "+balanced / +logit-adj: the method with imbalance handling (class-frequency-normalised votes or "
+            "class-balanced loss weights; post-hoc logit adjustment, logits - log prior)</p>")
     recall_rows = [[c] + [_bar((r["per_class"].get(c) or {}).get("recall")) for r in results] for c in names]
     out += _table(["class"] + [r["name"] for r in results], recall_rows, "per-class recall")
-    out += "<div class=grid>" + "".join(_confusion(names, r["confusion"], r["name"]) for r in results) + "</div>"
+    out += "<div class=grid>" + "".join(
+        _confusion(names, r["confusion"], r["name"] + (f" (summed over {r['episodes']} episodes)" if r.get("episodes")
+                                                       else "")) for r in results) + "</div>"
     return out
 
 
