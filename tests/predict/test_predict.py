@@ -169,3 +169,25 @@ def test_a_finetune_folder_without_the_finetune_module_is_named(tmp_path):
         load_predictor(tmp_path / "ft")
     with pytest.raises(WeightsError, match="none of"):
         load_predictor(tmp_path)
+
+
+def test_a_finetune_classifier_is_predicted_through_its_own_predict_proba(tmp_path):
+    ft = pytest.importorskip("dinolab.finetune.classifier")
+    from dinolab.data import ImageDataset
+    from dinolab.models import Preprocess
+
+    torch.manual_seed(0)
+    backbone = dinolab.create_model("vit_tiny", patch_size=8, img_size=16, depth=1, embed_dim=32, num_heads=2)
+    pp = Preprocess(image_size=16, resize="stretch")
+    clf = ft.Classifier(backbone, torch.nn.Linear(32, 5), ["a", "b", "c", "d", "e"], preprocess=pp, temperature=2.0)
+    (tmp_path / "ft").mkdir()
+    ft.save_classifier(tmp_path / "ft" / "classifier.safetensors", clf)
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(tmp_path / "ft"), TEST, "--out", str(out), *E[2:]]) == 0
+    ds = ImageDataset(TEST)
+    x = torch.stack([pp.normalize(pp.resize_image(ds.load(i))[None])[0] for i in range(len(ds))])
+    with torch.no_grad():
+        expected = clf.eval().predict_proba(x)
+    rows = _csv(out)
+    assert [r["label"] for r in rows] == [clf.classes[i] for i in expected.argmax(1)]
+    assert np.allclose([float(r["prob"]) for r in rows], expected.max(1).values.numpy(), atol=1e-5)
