@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path, PurePath
-from typing import Iterator
+from typing import Any, Iterator
 
 from .errors import DinolabError
 
@@ -129,6 +130,24 @@ def remove_partial_writes(path: str | os.PathLike) -> list[Path]:
     for f in stale:
         _remove_quietly(str(f))
     return stale
+
+
+def json_value(x: Any) -> Any:
+    """``x`` with numpy arrays and scalars as lists and numbers, dict keys as strings, NaN / inf as None (JSON has
+    no NaN)."""
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {str(k): json_value(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_value(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return json_value(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None  # JSON has no NaN
+    return x
 
 
 def _umask() -> int:

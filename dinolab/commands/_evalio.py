@@ -12,6 +12,8 @@ import json
 import math
 from typing import Any, Sequence
 
+from ..io import json_value as _jsonable
+
 
 def add_weights_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("weights", nargs="?", metavar="WEIGHTS",
@@ -177,22 +179,6 @@ def per_class_table(per_class: dict, title: str = "per class") -> str:
     return table(["class", "support", "recall %", "F1 %"], rows, title)
 
 
-def _jsonable(x: Any) -> Any:
-    import numpy as np
-
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None  # JSON has no NaN
-    return x
-
-
 def check_out(args: argparse.Namespace) -> None:
     """Refuse an existing ``--out`` before any work unless ``--force``."""
     if args.out:
@@ -208,3 +194,35 @@ def write_json(args: argparse.Namespace, payload: dict) -> None:
 
     atomic_save_text(args.out, json.dumps(_jsonable(payload), indent=2) + "\n")
     print(f"results written to {args.out}")
+
+
+def add_save_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--save", metavar="C.safetensors",
+                        help=f"also save {what} for `dinolab predict` (safetensors + JSON record; the backbone is "
+                             "referenced by path and fingerprint, not copied)")
+
+
+def check_save(args: argparse.Namespace) -> None:
+    """Refuse an existing ``--save`` file before any work unless ``--force``."""
+    if getattr(args, "save", None):
+        from ..io import check_writable
+
+        check_writable(args.save, force=args.force)
+
+
+def save_classifier_from(args: argparse.Namespace, splits: SplitLoader, reference, kind: str, tensors: dict,
+                         params: dict, num_classes: int, n_last_blocks: int = 1, patch_mean: bool = False) -> None:
+    """Write ``--save`` (when given): the classifier on ``reference``'s features, with its backbone and preprocess."""
+    if not getattr(args, "save", None):
+        return
+    from ..predict.saved import SavedClassifier, backbone_record, save_classifier
+
+    classes = reference.classes or [str(i) for i in range(num_classes)]
+    model = splits._model
+    backbone = backbone_record(model, args.weights) if model is not None else {"path": None, "fingerprint": None}
+    feature = {"n_last_blocks": n_last_blocks, "patch_mean": patch_mean,
+               "dim": int(next(iter(v.shape[1] for k, v in tensors.items() if v.ndim == 2)))}
+    pp = splits.preprocess.to_dict() if splits.preprocess is not None else None
+    save_classifier(args.save, SavedClassifier(kind, classes, tensors, params, feature, backbone, pp))
+    note = "" if model is not None else " (from precomputed embeddings: `dinolab predict` will need --weights)"
+    print(f"{kind} classifier saved to {args.save}{note}")

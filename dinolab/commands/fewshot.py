@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._evalio import add_embed_arguments, add_output_arguments, add_split_arguments, add_weights_argument
+from ._evalio import add_embed_arguments, add_output_arguments, add_save_argument, add_split_arguments, add_weights_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,15 +33,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries-per-class", type=int, default=None, metavar="Q",
                         help="queries per class and episode (default: all available)")
     parser.add_argument("--seed", type=int, default=0)
+    add_save_argument(parser, "the prototype classifier of all of DATA (class means of L2-normalised features, "
+                              "cosine; needs --classifier centroid)")
     add_embed_arguments(parser)
     add_output_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
     from ..eval.fewshot import few_shot_episodes
-    from ._evalio import SplitLoader, align_labels, check_out, pct, table, write_json
+    from ._evalio import SplitLoader, align_labels, check_out, check_save, pct, table, write_json
 
+    if args.save and args.classifier != "centroid":
+        raise ConfigError(f"--save writes a prototype classifier, which needs --classifier centroid (got "
+                          f"{args.classifier}); save a k-NN with `dinolab knn --save`, a logistic regression with "
+                          f"`dinolab linear --logreg --save`")
     check_out(args)
+    check_save(args)
     splits = SplitLoader(args, "fewshot")
     data = splits.load("data", flags=("DATA", "--embeddings"))
     query = splits.load("query") if splits.has("query") else None
@@ -80,7 +88,22 @@ def run(args: argparse.Namespace) -> int:
         print("note: a row with \"N of M\" classes left the others out for too few images; its scores, balanced "
               "accuracy and macro-F1 included, are over those N classes only")
     print("note: 95% CI is the Student-t interval of the mean over episodes")
+    _save(args, splits, data)
     write_json(args, {"command": "fewshot", "classifier": args.classifier, "episodes": args.episodes,
                       "n_images": len(data), "n_query_images": None if query is None else len(query),
                       "results": res})
     return 0
+
+
+def _save(args: argparse.Namespace, splits, data) -> None:
+    import torch
+
+    from ..eval.fewshot import class_centroids
+    from ..predict.saved import PROTOTYPE_TEMPERATURE
+    from ._evalio import save_classifier_from
+
+    n_cls = len(data.classes) if data.classes else int(data.labels.max()) + 1
+    centroids, present = class_centroids(data.cls, data.labels, n_cls)
+    save_classifier_from(args, splits, data, "prototype", {"centroids": centroids, "present": present.to(torch.uint8)},
+                         {"temperature": PROTOTYPE_TEMPERATURE, "n_images": len(data)}, n_cls)
+

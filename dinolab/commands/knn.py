@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._evalio import add_embed_arguments, add_output_arguments, add_split_arguments
+from ._evalio import add_embed_arguments, add_output_arguments, add_save_argument, add_split_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.07, metavar="T", help="vote temperature (default 0.07)")
     parser.add_argument("--faiss", choices=["auto", "yes", "no"], default="auto",
                         help="neighbour search with faiss (auto: when installed)")
+    add_save_argument(parser, "the k-NN classifier at the best k (the training features and labels)")
     add_embed_arguments(parser)
     add_output_arguments(parser)
 
@@ -30,9 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..eval.knn import knn_classify
     from ..eval.metrics import classification_report
-    from ._evalio import SplitLoader, align_labels, check_out, pct, per_class_table, table, write_json
+    from ._evalio import SplitLoader, align_labels, check_out, check_save, pct, per_class_table, table, write_json
 
     check_out(args)
+    check_save(args)
     splits = SplitLoader(args, "knn")
     train, val = splits.load("train"), splits.load("val")
     val_labels = align_labels(train, val, "--val")
@@ -50,7 +52,19 @@ def run(args: argparse.Namespace) -> int:
     best = max(res, key=lambda k: res[k]["top1"])
     report = classification_report(val_labels, res[best]["predictions"], train.classes or n_cls)
     print(per_class_table(report["per_class"], f"per class (k = {best})"))
+    _save(args, splits, train, res[best]["k_used"], n_cls)
     write_json(args, {"command": "knn", "temperature": args.temperature, "n_train": len(train), "n_val": len(val),
                       "best_k": best, "per_class": report["per_class"],
                       "results": {k: {key: v for key, v in r.items() if key != "predictions"} for k, r in res.items()}})
     return 0
+
+
+def _save(args: argparse.Namespace, splits, train, k: int, n_cls: int) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from ._evalio import save_classifier_from
+
+    feats = F.normalize(torch.from_numpy(train.cls).float(), dim=1)
+    save_classifier_from(args, splits, train, "knn", {"features": feats, "labels": torch.from_numpy(train.labels)},
+                         {"k": int(k), "temperature": args.temperature}, n_cls)

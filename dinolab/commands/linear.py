@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._evalio import add_embed_arguments, add_output_arguments, add_split_arguments
+from ._evalio import add_embed_arguments, add_output_arguments, add_save_argument, add_split_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "of train (default for --logreg) or by 5-fold cross-validation (--logreg only)")
     p.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations per fit for --logreg (default 1000)")
     p.add_argument("--seed", type=int, default=0)
+    add_save_argument(parser, "the chosen classifier (weights on the raw features, any standardisation folded in)")
     add_embed_arguments(parser)
     add_output_arguments(parser)
 
@@ -45,13 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..eval.linear import linear_probe, logistic_regression_probe
-    from ._evalio import SplitLoader, align_labels, check_out, features, pct, per_class_table, table, write_json
+    from ._evalio import SplitLoader, align_labels, check_out, check_save, features, pct, per_class_table, table, write_json
 
     if args.selection == "cv" and not args.logreg:
         raise ConfigError("--selection cv is available with --logreg only; use val or holdout for the SGD grid")
     if args.n_last_blocks < 1:
         raise ConfigError(f"--n-last-blocks must be at least 1, got {args.n_last_blocks}")
     check_out(args)
+    check_save(args)
     splits = SplitLoader(args, "linear")
     opts = dict(n_last_blocks=args.n_last_blocks, patch_mean=args.avgpool)
     train, val = splits.load("train", **opts), splits.load("val", **opts)
@@ -81,6 +83,17 @@ def run(args: argparse.Namespace) -> int:
     for note in res.notes:
         print(f"note: {note}")
     print(per_class_table(res.report["per_class"]))
+    _save(args, splits, train, res)
     write_json(args, {"command": "linear", "n_train": len(train), "n_val": len(val), "dim": int(xtr.shape[1]),
                       "n_last_blocks": args.n_last_blocks, "avgpool": args.avgpool, "result": res.to_dict()})
     return 0
+
+
+def _save(args: argparse.Namespace, splits, train, res) -> None:
+    from ._evalio import save_classifier_from
+
+    layer = res.classifier
+    save_classifier_from(args, splits, train, "linear", {"weight": layer.weight.detach().float(),
+                                                         "bias": layer.bias.detach().float()},
+                         {"method": res.method, "best": res.best}, int(layer.weight.shape[0]),
+                         n_last_blocks=args.n_last_blocks, patch_mean=args.avgpool)

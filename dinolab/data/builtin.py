@@ -15,8 +15,22 @@
   only on ``seed`` and ``i``, so ``n=500`` is the first half of ``n=1000``; labels cycle
   through the classes. Options: ``n``, ``size``, ``seed``.
 
+Every set also takes ``split`` and ``imbalance`` (issue 18: small, long-tailed labelled sets):
+
+- ``split=test`` is a balanced held-out part: ``floor(0.2 * n_min)`` images of every class, ``n_min``
+  the size of the smallest class of the full set (34 per class for digits, 40 for ``shapes?n=1000``);
+  ``split=train`` is everything else; ``split=all`` (the default without ``imbalance``) the full set.
+- ``imbalance=R`` makes the train part long-tailed as CIFAR-10-LT is built: class ``c`` of ``C`` keeps
+  ``n_c = floor(n_max * R ** (-c / (C - 1)))`` images (at least 1), from ``n_max`` for class 0 down to
+  ``n_max / R`` for the last, ``n_max`` being the smallest class's count once its test images are out
+  (140 for digits: 140, 90, 58, ..., 2 at R = 50). With ``imbalance`` the default split is ``train``;
+  ``split=test`` is the same balanced part for every R, and ``split=all`` the union of the two.
+- The images are chosen per class in the order of ``numpy.random.default_rng([seed, c]).permutation``
+  (the test part first), so the parts are disjoint and the same on every machine; an image keeps its
+  name (``builtin:digits/0123``) from the full set.
+
 Options follow the name as a query string: ``builtin:shapes?n=500&size=64&seed=1``; they are
-integers except ``shift``.
+integers except ``shift`` and ``split``.
 Generated sets are cached per process.
 
 Examples:
@@ -51,10 +65,13 @@ class BuiltinSet:
     classes: list[str]
     masks: np.ndarray | None = None  # (N, H, W) bool, True on the object
     captions: list[str] | None = None
+    names: tuple[str, ...] | None = None  # a split keeps the names its images have in the full set
 
     @property
     def paths(self) -> list[str]:
-        """Stable names for the images, ``builtin:<name>/<index>``."""
+        """Stable names for the images, ``builtin:<name>/<index>`` (the index in the full set)."""
+        if self.names is not None:
+            return list(self.names)
         width = len(str(len(self.images) - 1))
         return [f"{PREFIX}{self.name}/{i:0{width}d}" for i in range(len(self.images))]
 
@@ -72,6 +89,7 @@ def load_builtin(spec: str) -> BuiltinSet:
         raise DataError(f"unknown built-in data set {spec!r}{hint}; available: "
                         + ", ".join(PREFIX + n for n in _SETS))
     make, defaults = _SETS[name]
+    defaults = {**defaults, **_SPLIT_OPTIONS}
     options = dict(defaults)
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key not in defaults:
@@ -84,7 +102,8 @@ def load_builtin(spec: str) -> BuiltinSet:
             options[key] = int(value)
         except ValueError:
             raise DataError(f"option {key}={value!r} in {spec!r} must be an integer") from None
-    return make(**options)
+    imbalance, split = options.pop("imbalance"), options.pop("split")
+    return split_builtin(make(**options), imbalance, split, options.get("seed", 0))
 
 
 @functools.lru_cache(maxsize=4)
@@ -228,6 +247,49 @@ def _frozen(s: BuiltinSet) -> BuiltinSet:
         if a is not None:
             a.setflags(write=False)
     return s
+
+
+# ---- long-tailed splits (issue 18): options every set takes --------------------------------------
+_SPLIT_OPTIONS = {"imbalance": 0, "split": ""}
+TEST_FRACTION = 0.2  # of the smallest class: the balanced held-out part
+
+
+def long_tail_sizes(n_max: int, n_classes: int, ratio: float) -> list[int]:
+    """CIFAR-10-LT class sizes ``n_c = floor(n_max * ratio ** (-c / (C - 1)))``, at least 1; class 0 largest."""
+    if n_classes == 1:
+        return [n_max]
+    return [max(1, int(n_max * ratio ** (-c / (n_classes - 1)))) for c in range(n_classes)]
+
+
+def split_indices(labels: np.ndarray, n_classes: int, imbalance: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, test)`` indices: ``test`` takes ``floor(0.2 * smallest class)`` images of every class, ``train``
+    the rest, or with ``imbalance = R`` the first :func:`long_tail_sizes` of the rest; each class's images in
+    the order of ``default_rng([seed, c]).permutation``."""
+    by_class = [np.flatnonzero(labels == c) for c in range(n_classes)]
+    n_test = int(TEST_FRACTION * min(len(m) for m in by_class))
+    orders = [np.random.default_rng([seed, c]).permutation(m) for c, m in enumerate(by_class)]
+    pool = min(len(o) for o in orders) - n_test
+    sizes = long_tail_sizes(pool, n_classes, imbalance) if imbalance else [len(o) - n_test for o in orders]
+    test = np.sort(np.concatenate([o[:n_test] for o in orders]))
+    train = np.sort(np.concatenate([o[n_test:n_test + n] for o, n in zip(orders, sizes)]))
+    return train, test
+
+
+def split_builtin(s: BuiltinSet, imbalance: int, split: str, seed: int) -> BuiltinSet:
+    """The ``split`` (train, test or all) part of ``s`` (see the module docstring); ``s`` itself when neither is set."""
+    if imbalance < 0:
+        raise DataError(f"builtin:{s.name} imbalance={imbalance} must be at least 1 (0: balanced)")
+    split = split or ("train" if imbalance else "all")
+    if split not in ("all", "train", "test"):
+        raise DataError(f"builtin:{s.name} split={split!r} must be 'train', 'test' or 'all'")
+    if split == "all" and not imbalance:
+        return s
+    train, test = split_indices(np.asarray(s.labels), len(s.classes), imbalance, seed)
+    keep = {"train": train, "test": test, "all": np.union1d(train, test)}[split]
+    names = tuple(s.paths[i] for i in keep)
+    pick = lambda a: None if a is None else np.ascontiguousarray(a[keep])  # noqa: E731
+    return _frozen(BuiltinSet(s.name, pick(s.images), pick(s.labels), list(s.classes), pick(s.masks),
+                              None if s.captions is None else [s.captions[i] for i in keep], names))
 
 
 _SETS = {

@@ -8,7 +8,14 @@ those of scikit-learn (``balanced_accuracy_score``, ``f1_score(average="macro")`
 - balanced accuracy averages the recall of the classes present in ``y_true``;
 - macro-F1 averages F1 over the classes present in ``y_true`` or ``y_pred``, with F1 = 0 for a
   class that is never predicted or never present (no "zero division" NaNs);
-- a class with no true samples has recall NaN and support 0 in the per-class table.
+- a class with no true samples has recall NaN and support 0 in the per-class table;
+- worst-class recall is the smallest recall among the classes present in ``y_true`` (the rare class
+  a long-tailed classifier sacrifices);
+- the expected calibration error (Guo et al. 2017, "On Calibration of Modern Neural Networks") bins
+  the top-1 confidences into 15 equal-width bins ``((m-1)/15, m/15]`` and averages
+  ``|accuracy(bin) - mean confidence(bin)|`` weighted by the share of images in the bin.
+
+95% bootstrap intervals of all of these over a test set: :mod:`dinolab.eval.bootstrap`.
 
 Examples:
     >>> r = classification_report([0, 0, 0, 1], [0, 0, 0, 0], classes=["cat", "dog"])
@@ -43,7 +50,8 @@ def classification_report(y_true, y_pred, classes: Sequence[str] | int | None = 
             (classes ``0 .. max label``, named by their index).
 
     Returns:
-        dict with ``n``, ``accuracy``, ``balanced_accuracy``, ``macro_f1`` (floats in [0, 1]) and
+        dict with ``n``, ``accuracy``, ``balanced_accuracy``, ``macro_f1``, ``worst_class_recall`` (floats in
+        [0, 1]) and
         ``per_class``: ``{name: {"recall", "precision", "f1", "support"}}`` in class order.
     """
     t, p = _as_labels(y_true, "y_true"), _as_labels(y_pred, "y_pred")
@@ -82,6 +90,7 @@ def classification_report(y_true, y_pred, classes: Sequence[str] | int | None = 
         "accuracy": float((t == p).mean()),
         "balanced_accuracy": float(np.nanmean(recall[support > 0])),
         "macro_f1": float(f1[seen].mean()),
+        "worst_class_recall": float(np.nanmin(recall[support > 0])),
         "per_class": per_class,
     }
 
@@ -95,3 +104,39 @@ def topk_hits(scores, y_true, k: int) -> np.ndarray:
         return np.isin(t, np.arange(s.shape[1]))
     top = np.argpartition(-s, k - 1, axis=1)[:, :k]
     return (top == t[:, None]).any(axis=1)
+
+
+ECE_BINS = 15
+
+
+def _as_probabilities(probs, n: int | None = None) -> np.ndarray:
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or (n is not None and p.shape[0] != n):
+        raise DataError(f"probabilities must be an (N, C) array with one row per label, got shape {p.shape}")
+    if not np.isfinite(p).all() or (p < 0).any():
+        raise DataError("probabilities must be finite and non-negative")
+    return p
+
+
+def calibration_bins(probs, y_true, n_bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-image ``(bin, confidence, correct)`` of the top-1 prediction: ``bin`` in ``0 .. n_bins - 1`` for
+    the confidence interval ``(m / n_bins, (m + 1) / n_bins]`` (a confidence of 0 goes to bin 0)."""
+    t = _as_labels(y_true, "y_true")
+    p = _as_probabilities(probs, t.size)
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) == t).astype(np.float64)
+    bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    return bins, conf, correct
+
+
+def expected_calibration_error(probs, y_true, n_bins: int = ECE_BINS) -> float:
+    """ECE of ``(N, C)`` class probabilities against ``(N,)`` labels (see the module docstring), in [0, 1].
+
+    Examples:
+        >>> round(expected_calibration_error([[0.9, 0.1], [0.8, 0.2]], [0, 1]), 6)  # 0.9 right, 0.8 wrong
+        0.45
+    """
+    bins, conf, correct = calibration_bins(probs, y_true, n_bins)
+    n = np.bincount(bins, minlength=n_bins)
+    gap = np.abs(np.bincount(bins, correct, n_bins) - np.bincount(bins, conf, n_bins))  # = n_m |acc_m - conf_m|
+    return float(gap.sum() / max(n.sum(), 1))

@@ -420,15 +420,15 @@ def _bad_files_section(run: Path) -> Section | None:
     return "bad", f"Unreadable files ({len(lines)})", f"<pre>{listing}</pre>"
 
 
-def _page(run: Path, sections: list[Section]) -> str:
+def _page(run: Path, sections: list[Section], title: str | None = None, css: str = "") -> str:
     from .. import __version__
 
-    title = f"dinolab report: {run.resolve().name}"
+    title = title or f"dinolab report: {run.resolve().name}"
     nav = "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _ in sections)
     body = "".join(f'<section id="{a}"><h2>{html.escape(t)}</h2>{b}</section>' for a, t, b in sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f"<title>{html.escape(title)}</title><style>{CSS}{EVAL_CSS}</style></head><body>"
+            f"<title>{html.escape(title)}</title><style>{CSS}{EVAL_CSS}{css}</style></head><body>"
             f"<header><h1>{html.escape(title)}</h1><p>{html.escape(str(run.resolve()))} · dinolab {__version__}</p>"
             f"</header><nav>{nav}</nav><main>{body}</main></body></html>\n")
 

@@ -118,7 +118,14 @@ def render_fewshot(d: dict) -> str:
     return out
 
 
-RENDERERS: dict[str, Callable[[dict], str]] = {"knn": render_knn, "linear": render_linear, "fewshot": render_fewshot}
+def render_compare(d: dict) -> str:
+    from ..compare.report import render_compare as render
+
+    return render(d)
+
+
+RENDERERS: dict[str, Callable[[dict], str]] = {"knn": render_knn, "linear": render_linear, "fewshot": render_fewshot,
+                                               "compare": render_compare}
 
 
 def render_evaluation(data: Any) -> str | None:

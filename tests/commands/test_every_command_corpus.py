@@ -71,6 +71,14 @@ def _run_dir(a: Attack) -> str:
     return str(run)
 
 
+def _classifier(a: Attack) -> str:
+    """A k-NN classifier saved on a built-in set, so that predict reads the corpus as its DATA."""
+    path = a.out.parent / "knn.safetensors"
+    assert main(["knn", a.weights, "--train", "builtin:shapes?n=10&size=16", "--val", "builtin:shapes?n=10&size=16",
+                 "--k", "3", "--save", str(path), *WORKERS]) == 0
+    return str(path)
+
+
 # command -> argv builder; image commands first, then weights-side attacks
 ATTACKS: dict[str, Callable[[Attack], list[str]]] = {
     "train": lambda a: ["train", *TRAIN, f"data.source={a.data}", "--out", str(a.out / "run")],
@@ -79,6 +87,9 @@ ATTACKS: dict[str, Callable[[Attack], list[str]]] = {
     "linear": lambda a: ["linear", a.weights, "--train", str(a.data), "--val", str(a.data), "--epochs", "1",
                          *LOADER],
     "fewshot": lambda a: ["fewshot", a.weights, str(a.data), "--shots", "1", "--episodes", "2", *LOADER],
+    "predict": lambda a: ["predict", _classifier(a), str(a.data), "--out", str(a.out / "p.csv"), *LOADER],
+    "compare": lambda a: ["compare", a.weights, str(a.data), "--out", str(a.out / "cmp"), "--methods", "knn",
+                          "prototype 1-shot", "logreg", "--episodes", "2", "--resamples", "20", *LOADER],
     "attention": lambda a: ["attention", a.weights, *a.images, "--out", str(a.out), *VISUAL],
     "objects": lambda a: ["objects", a.weights, str(a.data), "--out", str(a.out), *VISUAL],
     "pca": lambda a: ["pca", a.weights, *a.images, "--out", str(a.out), *VISUAL],

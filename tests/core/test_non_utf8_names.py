@@ -77,3 +77,17 @@ def test_a_binary_file_list_is_still_refused(tmp_path):
     listing.write_bytes(b"\x00\x01binary\xff")
     with pytest.raises(DataError, match="not UTF-8 text"):
         ImageDataset(listing)
+
+
+def test_predict_csv_and_bad_file_log_keep_such_names(folder, tmp_path):
+    d, weights = folder
+    clf, out = tmp_path / "c.safetensors", tmp_path / "p.csv"
+    opts = ["--image-size", "16", "--num-workers", "0", "--device", "cpu", "--no-progress"]
+    r = _dinolab("knn", weights, "--train", "builtin:shapes?n=10&size=16", "--val", "builtin:shapes?n=10&size=16",
+                 "--k", "3", "--save", clf, *opts)
+    assert r.returncode == 0, r.stderr
+    r = _dinolab("predict", clf, d, "--out", out, "--max-bad-fraction", "0.5", *opts)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split(b",")[0] for line in out.read_bytes().splitlines()[1:]]
+    assert os.fsencode(os.path.join(d, GOOD)) in rows and all(os.path.exists(p) for p in rows)
+    assert os.fsencode(os.path.join(d, BAD)) + b"\t" in (tmp_path / "p.bad_files.log").read_bytes()
