@@ -4,9 +4,12 @@ DATA (class-per-subfolder folder or builtin:NAME) is split once into train / tes
 with a fixed --seed (--test-fraction of each class), or the labelled --test set is used. The
 frozen features of WEIGHTS are embedded once and shared. Methods: zero-shot by class names (with
 --aligned; --classes are the prompt names of DATA's classes, in order), weighted k-NN, prototype
-few-shot at k = 1, 5, 10 (--episodes per k), logistic regression and the SGD linear probe; each
-also with imbalance handling where it applies (+balanced: class-frequency-normalised k-NN votes or
-class-balanced loss weights; +logit-adj: post-hoc logit adjustment, logits - log prior). For each:
+few-shot at k = 1, 5, 10 (--episodes per k), logistic regression, the SGD linear probe, and
+`dinolab finetune` on the training split in modes head, last:2 and lora ("finetune full" only when
+named in --methods; settings with --finetune KEY=VALUE ..., e.g. epochs=10 flip=false); each also
+with imbalance handling where it applies (+balanced: class-frequency-normalised k-NN votes or
+class-balanced loss weights; +logit-adj: post-hoc logit adjustment, logits - log prior, or for
+fine-tuning the same adjustment inside the loss). For each:
 accuracy, balanced accuracy, macro-F1, worst-class recall and expected calibration error with 95%
 bootstrap intervals over the test set, and the wall time. Writes DIR/results.json and
 DIR/compare.html (table, per-class recall bars, confusion matrices).
@@ -14,6 +17,7 @@ Examples:
   dinolab compare run/export/teacher.safetensors "builtin:digits?imbalance=50&split=all" --out cmp
   dinolab compare dinov2_vits14.pth data/labelled --test data/test --out cmp
   dinolab compare W builtin:shapes --aligned aligned/ --out cmp --methods zeroshot knn logreg
+  dinolab compare W photos/ --out cmp --methods knn logreg "finetune last:2" --finetune epochs=15 flip=false
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="zero-shot prompt names of DATA's classes, comma-separated, in class-folder order")
     parser.add_argument("--methods", nargs="+", default=None, metavar="M",
                         help="methods to run (default all; see the list in the description)")
+    parser.add_argument("--finetune", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="settings of the fine-tuning rows (keys of `dinolab finetune --print-config`)")
     parser.add_argument("--episodes", type=int, default=20, help="few-shot episodes per k (default 20)")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
@@ -64,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     classes = None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()]
     result = compare(args.weights, args.data, test=args.test, aligned=args.aligned, classes=classes,
                      methods=args.methods, test_fraction=args.test_fraction, seed=args.seed, episodes=args.episodes,
-                     n_resamples=args.resamples, options=options, max_bad_fraction=args.max_bad_fraction)
+                     n_resamples=args.resamples, options=options, max_bad_fraction=args.max_bad_fraction,
+                     finetune=_finetune_settings(args.finetune))
     d = json_value(result.to_dict())
     if d["bad"]:
         print(bad_files_report(args.data, [tuple(b) for b in d["bad"]]))
@@ -76,3 +83,14 @@ def run(args: argparse.Namespace) -> int:
     written = write_outputs(result, out)
     print(f"results written to {written[0]} and {written[1]}")
     return 0
+
+
+def _finetune_settings(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` strings as FinetuneConfig fields, checked now (an unknown key names the closest one)."""
+    from ..finetune.config import FINETUNE_SCHEMA, FinetuneConfig
+    from ..runtime.config_loader import check_fields, parse_override
+
+    values = dict(parse_override(p) for p in pairs)
+    cfg = FINETUNE_SCHEMA.merge(FinetuneConfig(), values, where=" (--finetune)")
+    check_fields(cfg, where=" (--finetune)")
+    return {k: getattr(cfg, k) for k in values}

@@ -41,7 +41,7 @@ def _zeroshot_names(classes: list[str], given: Sequence[str] | None) -> list[str
 def compare(weights: str | os.PathLike, data: Any, *, test: Any = None, aligned: str | os.PathLike | None = None,
             classes: Sequence[str] | None = None, methods: Sequence[str] | None = None, test_fraction: float = 0.2,
             seed: int = 0, episodes: int = 20, n_resamples: int = 1000, options: Any = None,
-            max_bad_fraction: float | None = 0.1) -> CompareResult:
+            max_bad_fraction: float | None = 0.1, finetune: dict[str, Any] | None = None) -> CompareResult:
     """Every method on one labelled data set (see :mod:`dinolab.compare.runner`).
 
     Args:
@@ -54,6 +54,8 @@ def compare(weights: str | os.PathLike, data: Any, *, test: Any = None, aligned:
         test_fraction, seed: the stratified split; seed also drives episodes, hold-outs and bootstrap.
         episodes: few-shot episodes per k. n_resamples: bootstrap resamples.
         options: :class:`~dinolab.eval.options.InferenceOptions` (device, batch size, preprocessing overrides).
+        finetune: settings of the fine-tuning rows (:class:`~dinolab.finetune.config.FinetuneConfig` fields, e.g.
+            ``{"epochs": 10, "flip": False}``).
     """
     from ..data import ImageDataset
     from ..data.badfiles import warnings_held_back
@@ -88,6 +90,7 @@ def compare(weights: str | os.PathLike, data: Any, *, test: Any = None, aligned:
     check_split(ytr, yte, names)
     ctx = Context(names, ytr, yte, xtr, xte, train_images, test_images, weights=weights, seed=seed, episodes=episodes,
                   options=options)
+    ctx.extra["finetune"] = dict(finetune or {})
     if aligned is not None:
         from ..text import load_aligned
 

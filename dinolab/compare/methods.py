@@ -71,6 +71,7 @@ class Method:
     variants: tuple[str, ...] = ("plain",)
     needs: str = "features"
     description: str = ""
+    default: bool = True  # run when no methods are named (False: only on request, e.g. full fine-tuning)
 
 
 METHODS: dict[str, Method] = {}

@@ -140,7 +140,7 @@ def select_methods(names: Sequence[str] | None, *, aligned: bool) -> list[Method
             raise ConfigError(f"unknown method(s) {', '.join(map(repr, unknown))}; known: {', '.join(METHODS)}")
         chosen = [METHODS[n] for n in names]
     else:
-        chosen = list(METHODS.values())
+        chosen = [m for m in METHODS.values() if m.default]
     missing = [m.name for m in chosen if m.needs == "aligned" and not aligned]
     if names and missing:
         raise ConfigError(f"{', '.join(missing)} needs an aligned model: --aligned A --classes ...")

@@ -15,6 +15,8 @@ Modules: :mod:`.config` (settings), :mod:`.data` (labelled sources, stratified s
 from __future__ import annotations
 
 import os
+import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,3 +82,14 @@ def __getattr__(name: str) -> Any:
 
         return getattr(classifier, name)
     raise AttributeError(f"module 'dinolab.finetune' has no attribute {name!r}")
+
+
+class _CallablePackage(types.ModuleType):
+    """``dinolab.finetune(...)`` stays the function once this package is imported (as ``dinolab.train`` does):
+    importing ``dinolab.finetune`` puts the package, not the function, on ``dinolab``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> FinetuneResult:
+        return finetune(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -156,3 +156,48 @@ def test_zeroshot_row_matches_zeroshot_classify_on_the_test_split(tmp_path, caps
     assert main(["compare", str(bb), data, "--aligned", str(tmp_path / "aligned"), "--classes", "a,b", "--out",
                  str(out), "--methods", "zeroshot", *E]) == 2
     assert "one name per class folder" in capsys.readouterr().err
+
+
+def test_finetune_rows_train_on_the_training_split_and_score_the_test_split(weights, tmp_path):
+    """The fine-tuning rows against an independent run: the training images written as class folders by hand,
+    `dinolab.finetune` on them with the same settings, its classifier read by `load_predictor` on the test set."""
+    from PIL import Image
+
+    from dinolab.data.builtin import load_builtin
+    from dinolab.predict import load_predictor, predict_images
+
+    settings = {"epochs": 2, "crop": False, "flip": False}
+    res = compare(weights, DATA, test=TEST, methods=["finetune head"], options=OPTS, n_resamples=20, finetune=settings)
+    rows = {r.name: r for r in res.results}
+    assert list(rows) == ["finetune head", "finetune head +logit-adj"]
+
+    train = load_builtin(DATA)
+    for i, (img, y) in enumerate(zip(train.images, train.labels)):
+        (tmp_path / "train" / train.classes[y]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img.transpose(1, 2, 0)).save(tmp_path / "train" / train.classes[y] / f"{i:06d}.png")
+    run = dinolab.finetune(weights, str(tmp_path / "train"), tmp_path / "ft", mode="head", device="cpu", precision="fp32",
+                           progress=False, seed=0, batch_size=32, image_size=16, **settings)
+    preds = predict_images(load_predictor(run.out), TEST, device="cpu", precision="fp32", progress=False)
+    test = load_builtin(TEST)
+    truth = [test.classes[y] for y in test.labels]
+    predicted = [preds.classes[k] for k in preds.predictions]
+    rep = classification_report(np.array([res.classes.index(c) for c in truth]),
+                                np.array([res.classes.index(c) for c in predicted]), res.classes)
+    plain = rows["finetune head"].metrics
+    assert plain["accuracy"]["value"] == pytest.approx(rep["accuracy"])
+    assert plain["balanced_accuracy"]["value"] == pytest.approx(rep["balanced_accuracy"])
+
+
+def test_full_fine_tuning_runs_only_when_named():
+    from dinolab.compare.runner import select_methods
+
+    default = [m.name for m in select_methods(None, aligned=False)]
+    assert {"finetune head", "finetune last:2", "finetune lora"} <= set(default)
+    assert "finetune full" not in default
+    assert [m.name for m in select_methods(["finetune full"], aligned=False)] == ["finetune full"]
+
+
+def test_unknown_finetune_setting_is_one_clear_error(weights, tmp_path, capsys):
+    argv = ["compare", weights, DATA, "--out", str(tmp_path / "c"), "--methods", "knn", "--finetune", "epochz=3", *E]
+    assert main(argv) == 2
+    assert "epochz" in capsys.readouterr().err
