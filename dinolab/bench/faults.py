@@ -296,6 +296,8 @@ def corrupt_latest(target: FaultTarget, root: Path) -> Outcome:
     proc = launch(target, target.start(run, root / "assets"), root / "logs")
     while proc.poll() is None and not (run / target.checkpoint.replace(".pt", ".prev.pt")).exists():
         time.sleep(0.005)
+    if proc.poll() is not None and not (run / target.checkpoint).exists():
+        return Outcome(target.name, "corrupted latest checkpoint", False, f"the run ended ({proc.returncode}) unsaved")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     (run / target.checkpoint).write_bytes(b"\x00garbage" * 64)
