@@ -18,7 +18,7 @@ from . import __version__
 from .errors import DinolabError
 
 # The order in which commands are listed in --help; others follow alphabetically.
-_ORDER = ["train", "embed", "knn", "linear", "fewshot", "attention", "objects", "pca", "retrieve",
+_ORDER = ["train", "embed", "knn", "linear", "fewshot", "attention", "objects", "pca", "propagate", "retrieve",
           "dedup", "curate", "convert", "export", "report", "bench", "align", "zeroshot", "search"]
 
 

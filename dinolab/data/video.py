@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -87,17 +88,21 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
 
 @dataclass
 class Frames:
-    """The frames of one video: ``names`` (output stems) when known up front, else None (a video file)."""
+    """The frames of one video: ``paths`` and ``names`` (output stems) of a folder's frames, None for a video file."""
 
     source: str
-    names: list[str] | None
+    paths: list[str] | None
     is_video: bool
+
+    @property
+    def names(self) -> list[str] | None:
+        return None if self.paths is None else [Path(p).stem for p in self.paths]
 
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor | UnreadableImage]]:
         """``(name, uint8 3×H×W)`` per frame; an unreadable folder frame gives its :class:`UnreadableImage`
         instead (a video file that stops decoding raises :class:`DataError`: its frames cannot be skipped)."""
         if not self.is_video:
-            for name, path in zip(self.names, _folder_images(self.source)):
+            for name, path in zip(self.names, self.paths):
                 try:
                     yield name, decode_image(path)
                 except UnreadableImage as e:
@@ -114,7 +119,7 @@ def open_frames(source: str | os.PathLike) -> Frames:
         if not paths:
             raise DataError(f"no images in {source}; give a folder of frames ({', '.join(IMAGE_EXTENSIONS[:5])}, "
                             f"...) or a video file")
-        return Frames(source, [Path(p).stem for p in paths], False)
+        return Frames(source, paths, False)
     if not os.path.isfile(source):
         raise DataError(f"{source} does not exist; give a folder of frames or a video file")
     return Frames(source, None, True)
@@ -138,12 +143,15 @@ def _video_frames(path: str) -> Iterator[tuple[str, torch.Tensor]]:
                         f"imageio), or extract its frames to a folder (ffmpeg -i VIDEO frames/%05d.png)") from None
     i = -1
     try:
-        for i, frame in enumerate(iio.imiter(path)):
-            yield f"{i:05d}", _rgb_tensor(np.asarray(frame))
+        with warnings.catch_warnings():  # imageio tries its plugins in turn, some of them deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for i, frame in enumerate(iio.imiter(path)):
+                yield f"{i:05d}", _rgb_tensor(np.asarray(frame))
     except Exception as e:  # imageio raises many kinds: no plugin, bad data, truncated file
         if i < 0:
-            raise DataError(f"cannot decode video {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
-                            f"for video files {VIDEO_DECODERS}, or give a folder of frames") from None
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise DataError(f"cannot decode {path} as a video (imageio: {reason}); for video files "
+                            f"{VIDEO_DECODERS}, or give a folder of frames") from None
         raise DataError(f"frame {i + 1} of {path} could not be decoded ({e}); masks of frames 0-{i} were written; "
                         f"a video's frames are not skipped (the later ones would be misnumbered): extract the "
                         f"frames to a folder (ffmpeg -i VIDEO frames/%05d.png) to go on without the bad ones") from None
@@ -166,7 +174,7 @@ def write_video_set(videos, root: str | os.PathLike, quality: int = 95) -> list[
     for v, name in enumerate(videos.videos):
         for t in range(videos.frames.shape[1]):
             buf = io.BytesIO()
-            Image.fromarray(videos.frames[v, t].transpose(1, 2, 0)).save(buf, format="JPEG", quality=quality)
+            Image.fromarray(videos.frames[v, t].transpose(1, 2, 0)).save(buf, format="JPEG", quality=quality, subsampling=0)
             atomic_save_bytes(root / "JPEGImages" / name / f"{t:05d}.jpg", buf.getvalue())
             atomic_save_bytes(root / "Annotations" / name / f"{t:05d}.png", mask_png(videos.object_masks[v, t]))
     return videos.videos

@@ -31,12 +31,13 @@ import numpy as np
 
 def jaccard(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None) -> float:
     """J of two bool ``H×W`` masks (``void`` pixels ignored); 1.0 when both are empty."""
+    from .objects import jaccard as iou
+
     pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
     if void is not None:
         keep = ~np.asarray(void, bool)
         pred, gt = pred & keep, gt & keep
-    union = np.count_nonzero(pred | gt)
-    return 1.0 if union == 0 else np.count_nonzero(pred & gt) / union
+    return iou(pred, gt)
 
 
 def boundary(mask: np.ndarray) -> np.ndarray:

@@ -54,6 +54,26 @@ def _pairs(a: Attack) -> str:
     return str(csv)
 
 
+def _first_mask(a: Attack) -> str:
+    """A two-object palette mask of the size of the first frame propagate reads (any size if that one is bad)."""
+    import numpy as np
+    from PIL import Image
+
+    from dinolab.data.video import mask_png, open_frames
+
+    first = open_frames(a.data / "a").paths[0]
+    try:
+        with Image.open(first) as im:
+            w, h = im.size
+    except Exception:
+        w, h = 16, 16
+    mask = np.zeros((h, w), np.uint8)
+    mask[: h // 2, : w // 2], mask[h // 2:, w // 2:] = 1, 2
+    path = a.out.parent / "first_mask.png"
+    path.write_bytes(mask_png(mask))
+    return str(path)
+
+
 def _run_dir(a: Attack) -> str:
     """A run directory with one metrics line, so that report gets as far as the truncated --results."""
     run = a.out.parent / "run"
@@ -73,6 +93,8 @@ ATTACKS: dict[str, Callable[[Attack], list[str]]] = {
     "attention": lambda a: ["attention", a.weights, *a.images, "--out", str(a.out), *VISUAL],
     "objects": lambda a: ["objects", a.weights, str(a.data), "--out", str(a.out), *VISUAL],
     "pca": lambda a: ["pca", a.weights, *a.images, "--out", str(a.out), *VISUAL],
+    "propagate": lambda a: ["propagate", a.weights, str(a.data / "a"), "--mask", _first_mask(a), "--out", str(a.out),
+                            *VISUAL],
     "retrieve": lambda a: ["retrieve", a.weights, "--query", str(a.data), "--database", str(a.data), "--ks", "1",
                            *LOADER],
     "dedup": lambda a: ["dedup", str(a.data), "--weights", a.weights, "--out", str(a.out), *WORKERS],
