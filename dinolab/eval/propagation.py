@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -1,8 +1,8 @@
 """builtin:moving_shapes and the video files: masks, determinism, palette PNGs, frame order."""
 
 import numpy as np
-import torch
 import pytest
+import torch
 from PIL import Image
 
 from dinolab.data import ImageDataset
