@@ -14,6 +14,11 @@
   foreground mask and a caption ("a red star on a striped background"). Image ``i`` depends
   only on ``seed`` and ``i``, so ``n=500`` is the first half of ``n=1000``; labels cycle
   through the classes. Options: ``n``, ``size``, ``seed``.
+- ``builtin:moving_shapes``: ``videos`` (default 4) generated videos of ``frames`` (16) ``size`` x ``size``
+  (96) frames: ``objects`` (2, at most 5) textured shapes of distinct kinds and colours moving,
+  bouncing, scaling and turning over one textured background, drawn in index order (a higher index
+  occludes); a :class:`VideoSet` with the per-frame object-index masks (``data.video.write_video_set``
+  writes it in the DAVIS layout). Video ``v`` depends only on ``seed`` and ``v``.
 
 Options follow the name as a query string: ``builtin:shapes?n=500&size=64&seed=1``; they are
 integers except ``shift``.

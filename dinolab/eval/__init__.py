@@ -29,6 +29,8 @@ _LAZY = {
     "retrieval_metrics": "retrieval", "average_precision": "retrieval", "gem_pool": "retrieval",
     "copy_detection_descriptor": "retrieval", "copy_detection_eval": "retrieval", "augment_copy": "retrieval",
     "evaluate_objects": "objects", "object_masks": "objects", "ObjectsResult": "objects",
+    "segment_video": "video", "LabelPropagation": "propagation", "PropagationSettings": "propagation",
+    "VideoScores": "davis", "f_measure": "davis",
     "InferenceOptions": "options", "add_inference_arguments": "options",
 }
 
