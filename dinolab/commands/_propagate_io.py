@@ -73,6 +73,7 @@ class FrameWriter:
             self.first_mask = mask
             objects = sorted(set(np.unique(mask).tolist()) - {0})
             self.ours, self.copy = VideoScores(objects), VideoScores(objects)
+            self.void = None if 255 in objects else 255  # DAVIS's void label, unless 255 is one of the objects
         if self.count % self.stride == 0:
             self.tiles.append((self.count, name, _overlay(frame, mask)))
             if self.total is None and len(self.tiles) > 2 * self.n_tiles:  # a video of unknown length
@@ -101,8 +102,8 @@ class FrameWriter:
     def _add_held(self) -> None:
         if self.held is not None:
             _, pred, truth = self.held
-            self.ours.add(pred, truth)
-            self.copy.add(self.first_mask, truth)
+            self.ours.add(pred, truth, self.void)
+            self.copy.add(self.first_mask, truth, self.void)
             self.held = None
 
     def finish(self, res) -> None:

@@ -15,7 +15,8 @@ context patches (Caron et al., 2021, after Jabri et al. / UVC):
    scaled to [0, 1] (``norm_mask``), argmax, then nearest-resized to the frame's own size.
 
 All frames are resized to the first frame's working size (shorter side about ``image_size``, both sides
-multiples of the patch size), so every frame has the same patch grid.
+multiples of the patch size; DINO v1 floors the longer side to a multiple of 64 instead), so every frame
+has the same patch grid.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def neighbourhood(h: int, w: int, radius: int) -> torch.Tensor:
 
 
 def propagate_step(target: torch.Tensor, sources: torch.Tensor, labels: torch.Tensor,
-                   allowed: torch.Tensor | None, topk: int = 5, temperature: float = 0.1) -> torch.Tensor:
+                   allowed: torch.Tensor | None, topk: int = 5, temperature: float = 0.1, chunk: int = 1024
+                   ) -> torch.Tensor:
     """Soft labels of one target frame from its context.
 
     Args:
@@ -55,21 +57,25 @@ def propagate_step(target: torch.Tensor, sources: torch.Tensor, labels: torch.Te
             (both L2-normalised here).
         labels: ``(M, C, N)`` soft labels of the context patches.
         allowed: bool ``(N, N)`` ``[source, target]`` neighbourhood (None: every pair).
+        chunk: target patches done at once (each is independent; this bounds the ``M·N × chunk`` affinities).
 
     Returns:
         ``(C, N)`` target soft labels, each patch's weights summing to 1 over its top-k sources.
     """
     t = F.normalize(target.float(), dim=-1)
     s = F.normalize(sources.float(), dim=-1)
-    aff = torch.exp(torch.einsum("msd,td->mst", s, t) / temperature)  # (M, N_source, N_target)
-    if allowed is not None:
-        aff = aff * allowed[None]
-    aff = aff.reshape(-1, aff.shape[-1])  # (M·N, N)
-    kth = torch.topk(aff, k=min(topk, aff.shape[0]), dim=0).values.min(dim=0).values
-    aff = torch.where(aff < kth, torch.zeros_like(aff), aff)
-    aff = aff / aff.sum(dim=0, keepdim=True)
     m, c, n = labels.shape
-    return labels.float().permute(1, 0, 2).reshape(c, m * n) @ aff
+    flat = labels.float().permute(1, 0, 2).reshape(c, m * n)
+    out = []
+    for lo in range(0, t.shape[0], chunk):
+        aff = torch.exp(torch.einsum("msd,td->mst", s, t[lo:lo + chunk]) / temperature)  # (M, N_source, chunk)
+        if allowed is not None:
+            aff = aff * allowed[None, :, lo:lo + chunk]
+        aff = aff.reshape(m * n, -1)
+        kth = torch.topk(aff, k=min(topk, aff.shape[0]), dim=0).values.min(dim=0).values
+        aff = torch.where(aff < kth, torch.zeros_like(aff), aff)
+        out.append(flat @ (aff / aff.sum(dim=0, keepdim=True)))
+    return torch.cat(out, dim=1)
 
 
 def first_frame_labels(mask: np.ndarray, grid: tuple[int, int], object_ids: list[int]) -> torch.Tensor:

@@ -137,3 +137,19 @@ def test_a_moving_square_of_another_colour_is_followed_exactly():
 def test_open_frames_on_a_missing_path_is_clear(tmp_path):
     with pytest.raises(dinolab.errors.DataError, match="does not exist"):
         open_frames(tmp_path / "nope")
+
+
+def test_white_on_black_masks_score_object_255(tiny, tmp_path, capsys):
+    frames, gt, weights = tiny
+    binary = tmp_path / "gt"
+    binary.mkdir()
+    for p in sorted(gt.iterdir()):
+        Image.fromarray(((read_mask(p) > 0) * 255).astype(np.uint8), mode="L").save(binary / p.name)
+    code = main(["propagate", weights, str(frames), "--mask", str(binary / "00000.png"), "--ground-truth", str(binary),
+                 "--out", str(tmp_path / "o"), *RUN])
+    assert code == 0, capsys.readouterr().err
+    scores = json.loads((tmp_path / "o" / "propagate_scores.json").read_text())
+    first = read_mask(binary / "00000.png") == 255
+    want = np.mean([jaccard(first, read_mask(binary / f"{i:05d}.png") == 255) for i in range(1, 5)])
+    assert list(scores["copy_first_mask"]["objects"]) == ["255"]  # not taken for DAVIS's void label
+    assert scores["copy_first_mask"]["J"] == pytest.approx(want)

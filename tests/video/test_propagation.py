@@ -52,6 +52,9 @@ def test_propagate_step_matches_the_loop(radius, topk):
     got = propagate_step(torch.tensor(target), torch.tensor(sources), torch.tensor(labels), allowed, topk, 0.1)
     want = _loop_step(target, sources, labels, (h, w), radius, topk, 0.1)
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-6)
+    chunked = propagate_step(torch.tensor(target), torch.tensor(sources), torch.tensor(labels), allowed, topk, 0.1,
+                             chunk=5)  # 12 targets in chunks of 5, 5, 2
+    np.testing.assert_allclose(chunked.numpy(), want, rtol=1e-4, atol=1e-6)
 
 
 def test_neighbourhood_is_a_square_window():
