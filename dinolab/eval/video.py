@@ -31,6 +31,7 @@ class VideoResult:
     object_ids: list[int] = field(default_factory=list)
     work_size: tuple[int, int] = (0, 0)
     grid: tuple[int, int] = (0, 0)
+    unseen: list[int] = field(default_factory=list)  # objects on no patch centre: they cannot be propagated
 
 
 def working_size(height: int, width: int, patch_size: int, image_size: int | None) -> tuple[int, int]:
@@ -79,9 +80,11 @@ def segment_video(model: torch.nn.Module, frames: Iterable[tuple[str, torch.Tens
     res.object_ids = sorted({0, *np.unique(first_mask).tolist()})
     feats = frame_features(model, _prepare([first], res.work_size, preprocess), device, precision)[0]
     res.grid = tuple(feats.shape[:2])
+    labels = first_frame_labels(first_mask, res.grid, res.object_ids)
+    res.unseen = [k for k, n in zip(res.object_ids, labels.sum(dim=(1, 2)).tolist()) if k and n == 0]
+    prop = LabelPropagation(feats, labels, settings)
     if on_start is not None:
         on_start(res)
-    prop = LabelPropagation(feats, first_frame_labels(first_mask, res.grid, res.object_ids), settings)
     _emit(res, on_frame, name, first, first_mask)
     pending: list[tuple[str, torch.Tensor]] = []
     for name, frame in frames:

@@ -153,3 +153,15 @@ def test_white_on_black_masks_score_object_255(tiny, tmp_path, capsys):
     want = np.mean([jaccard(first, read_mask(binary / f"{i:05d}.png") == 255) for i in range(1, 5)])
     assert list(scores["copy_first_mask"]["objects"]) == ["255"]  # not taken for DAVIS's void label
     assert scores["copy_first_mask"]["J"] == pytest.approx(want)
+
+
+def test_an_object_smaller_than_a_patch_is_reported(tiny, tmp_path, capsys):
+    frames, _, weights = tiny
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:16, :16] = 1
+    mask[0, 31] = 2  # one pixel, no patch centre (patch centres at 4, 12, 20, 28)
+    (tmp_path / "m.png").write_bytes(mask_png(mask))
+    code = main(["propagate", weights, str(frames), "--mask", str(tmp_path / "m.png"), "--out", str(tmp_path / "o"), *RUN])
+    err = capsys.readouterr().err
+    assert code == 0 and "object(s) [2]" in err and "--image-size" in err
+    assert set(np.unique(read_mask(tmp_path / "o" / "00003.png")).tolist()) <= {0, 1}
