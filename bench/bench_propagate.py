@@ -61,7 +61,7 @@ def _picture(root: Path, outs: dict[str, Path], path: Path, video: str, n: int =
     names = sorted(p.stem for p in (root / "JPEGImages" / video).glob("*.jpg"))
     picks = [names[i] for i in np.linspace(0, len(names) - 1, n).round().astype(int)]
     tiles, labels = [], []
-    for row, folder in [("truth", root / "Annotations" / video)] + [(k, v / video) for k, v in outs.items()]:
+    for row, folder in [("truth", root / "Annotations" / video)] + [(k.split()[0], v / video) for k, v in outs.items()]:
         for name in picks:
             frame = decode_image(root / "JPEGImages" / video / f"{name}.jpg")
             tiles.append(_overlay(frame, read_mask(folder / f"{name}.png")))
@@ -74,27 +74,33 @@ def main() -> None:
     p.add_argument("--backbone", required=True, help="trained weights (e.g. RUN/teacher_backbone.safetensors)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--data", default="builtin:moving_shapes?videos=8&frames=24&size=96&objects=2")
-    p.add_argument("--image-size", type=int, default=None, help="passed to dinolab propagate (default: its own)")
+    p.add_argument("--image-sizes", type=int, nargs="+", default=[0],
+                   help="--image-size values passed to dinolab propagate (0: its default)")
     p.add_argument("--picture", type=Path, default=None, help="where to write the picture (default OUT/...png)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     videos = load_builtin(args.data)
     root = args.out / "davis"
     write_video_set(videos, root)
-    extra = ["--device", "cpu"] + (["--image-size", str(args.image_size)] if args.image_size else [])
     backbones = {"trained": args.backbone, "random init": _random_like(args.backbone, args.out)}
-    results, outs = {}, {}
-    for label, weights in backbones.items():
-        outs[label] = args.out / label.replace(" ", "_")
-        records = [_run(weights, root, v, outs[label] / v, extra) for v in videos.videos]
-        results[label] = _pool(records, "propagation")
-        results["copy first mask"] = _pool(records, "copy_first_mask")
-    print(f"\n{args.data}: {len(videos.videos)} videos, J / F / J&F over {results['trained']['objects']} objects")
-    print("| method | J | F | J&F |\n|---|---|---|---|")
-    for label, r in results.items():
-        print(f"| {label} | {r['J']:.3f} | {r['F']:.3f} | {r['J&F']:.3f} |")
-    (args.out / "bench_propagate.json").write_text(json.dumps({"data": args.data, "results": results}, indent=2))
-    _picture(root, outs, args.picture or args.out / "propagate_moving_shapes.png", videos.videos[0])
+    tables = {}
+    for size in args.image_sizes:
+        extra = ["--device", "cpu"] + (["--image-size", str(size)] if size else [])
+        results, outs = {}, {}
+        for label, weights in backbones.items():
+            outs[label] = args.out / f"{label.split()[0]}_{size or 'default'}"
+            records = [_run(weights, root, v, outs[label] / v, extra) for v in videos.videos]
+            results[label] = _pool(records, "propagation")
+            results["copy first mask"] = _pool(records, "copy_first_mask")
+        tables[size or "default"] = results
+        _picture(root, outs, (args.picture or args.out / "propagate_moving_shapes.png").with_suffix(f".{size or 'default'}.png"),
+                 videos.videos[0])
+    print(f"\n{args.data}: {len(videos.videos)} videos; J / F / J&F over {results['trained']['objects']} objects")
+    print("| --image-size | method | J | F | J&F |\n|---|---|---|---|---|")
+    for size, results in tables.items():
+        for label, r in results.items():
+            print(f"| {size} | {label} | {r['J']:.3f} | {r['F']:.3f} | {r['J&F']:.3f} |")
+    (args.out / "bench_propagate.json").write_text(json.dumps({"data": args.data, "results": tables}, indent=2))
 
 
 if __name__ == "__main__":

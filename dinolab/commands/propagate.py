@@ -75,11 +75,11 @@ def run(args: argparse.Namespace) -> int:
     size_note = "--image-size" if args.image_size else "the default: the first frame's shorter side, at most 480 px"
 
     def announce(res) -> None:
-        print(f"propagate: frames fed at {res.work_size[1]}x{res.work_size[0]} px ({res.grid[1]}x{res.grid[0]} "
+        tqdm.write(f"propagate: frames fed at {res.work_size[1]}x{res.work_size[0]} px ({res.grid[1]}x{res.grid[0]} "
               f"patches of {model.patch_size} px; {size_note}), mean {list(preprocess.mean)} std "
               f"{list(preprocess.std)}; objects {res.object_ids[1:]}", file=sys.stderr)
         if res.unseen:
-            print(f"propagate: warning: object(s) {res.unseen} of {args.mask} cover no patch centre at this size and "
+            tqdm.write(f"propagate: warning: object(s) {res.unseen} of {args.mask} cover no patch centre at this size and "
                   f"cannot be propagated; give a larger --image-size", file=sys.stderr)
 
     writer = FrameWriter(out, args.ground_truth, OVERLAY_FRAMES, len(frames.names) if frames.names else None)
