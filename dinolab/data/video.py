@@ -119,6 +119,12 @@ def open_frames(source: str | os.PathLike) -> Frames:
         if not paths:
             raise DataError(f"no images in {source}; give a folder of frames ({', '.join(IMAGE_EXTENSIONS[:5])}, "
                             f"...) or a video file")
+        stems: dict[str, str] = {}
+        for path in paths:
+            other = stems.setdefault(Path(path).stem, path)
+            if other != path:
+                raise DataError(f"frames {os.path.basename(other)} and {os.path.basename(path)} in {source} would both "
+                                f"give the mask {Path(path).stem}.png; keep one of them")
         return Frames(source, paths, False)
     if not os.path.isfile(source):
         raise DataError(f"{source} does not exist; give a folder of frames or a video file")

@@ -87,3 +87,10 @@ def test_frames_are_in_natural_name_order(tmp_path):
     for name in ["f10.png", "f2.png", "f1.png", "notes.txt"]:
         Image.new("RGB", (4, 4)).save(tmp_path / name) if name.endswith("png") else (tmp_path / name).write_text("x")
     assert open_frames(tmp_path).names == ["f1", "f2", "f10"]
+
+
+def test_two_frames_with_one_name_are_refused(tmp_path):
+    for name in ["00001.png", "00001.jpg", "00002.png"]:
+        Image.new("RGB", (4, 4)).save(tmp_path / name)
+    with pytest.raises(DataError, match="00001.jpg and 00001.png"):
+        open_frames(tmp_path)
