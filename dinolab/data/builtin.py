@@ -14,6 +14,11 @@
   foreground mask and a caption ("a red star on a striped background"). Image ``i`` depends
   only on ``seed`` and ``i``, so ``n=500`` is the first half of ``n=1000``; labels cycle
   through the classes. Options: ``n``, ``size``, ``seed``.
+- ``builtin:moving_shapes``: ``videos`` (default 4) generated videos of ``frames`` (16) ``size`` x ``size``
+  (96) frames: ``objects`` (2, at most 5) textured shapes of distinct kinds and colours moving,
+  bouncing, scaling and turning over one textured background, drawn in index order (a higher index
+  occludes); a :class:`VideoSet` with the per-frame object-index masks (``data.video.write_video_set``
+  writes it in the DAVIS layout). Video ``v`` depends only on ``seed`` and ``v``.
 
 Every set also takes ``split`` and ``imbalance`` (issue 18: small, long-tailed labelled sets):
 
@@ -296,3 +301,109 @@ _SETS = {
     "digits": (_digits, {"size": 64, "canvas": 0, "shift": "center", "seed": 0}),
     "shapes": (_shapes, {"n": 1000, "size": 96, "seed": 0}),
 }
+
+
+@dataclass(frozen=True)
+class VideoSet:
+    """Generated videos with per-frame object masks (``builtin:moving_shapes``). Read-only arrays.
+
+    ``frames`` is ``(V, T, 3, H, W)`` uint8 and ``object_masks`` ``(V, T, H, W)`` uint8 (object index per
+    pixel, 0 background, 1..K in depth order: a higher index is drawn in front). As an image set
+    (``images``, ``labels``, ``masks``, ``paths``: what :class:`dinolab.data.ImageDataset` reads) its frames
+    are the images, in video-major order, labelled by their video, with the foreground as the mask.
+    """
+
+    name: str
+    frames: np.ndarray
+    object_masks: np.ndarray
+    captions: list[str] | None = None
+
+    @property
+    def videos(self) -> list[str]:
+        """Video names, ``video000`` ...; the frames of video ``v`` are ``00000`` ... on disk."""
+        return [f"video{v:03d}" for v in range(len(self.frames))]
+
+    @property
+    def images(self) -> np.ndarray:  # (V*T, 3, H, W)
+        return self.frames.reshape(-1, *self.frames.shape[2:])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.frames), dtype=np.int64), self.frames.shape[1])
+
+    @property
+    def classes(self) -> list[str]:
+        return self.videos
+
+    @property
+    def masks(self) -> np.ndarray:  # (V*T, H, W) bool
+        return self.object_masks.reshape(-1, *self.object_masks.shape[2:]) > 0
+
+    @property
+    def paths(self) -> list[str]:
+        t = self.frames.shape[1]
+        return [f"{PREFIX}{self.name}/{video}/{i:05d}" for video in self.videos for i in range(t)]
+
+
+@functools.lru_cache(maxsize=2)
+def _moving_shapes(videos: int, frames: int, size: int, objects: int, seed: int) -> VideoSet:
+    """Video ``v`` depends only on ``(seed, v)``: one background, ``objects`` textured shapes of distinct
+    shapes and colours that move in straight lines (bouncing off the borders), grow or shrink and turn."""
+    for key, value, lo, hi in (("videos", videos, 1, 1000), ("frames", frames, 2, 1000), ("size", size, 16, 1024),
+                               ("objects", objects, 1, len(SHAPES))):
+        if not lo <= value <= hi:
+            raise DataError(f"builtin:moving_shapes {key}={value} must be between {lo} and {hi}")
+    out = np.empty((videos, frames, 3, size, size), np.uint8)
+    masks = np.zeros((videos, frames, size, size), np.uint8)
+    centres = np.arange(size, dtype=np.float64) + 0.5
+    xx, yy = np.meshgrid(centres, centres)
+    captions = []
+    for v in range(videos):
+        rng = np.random.default_rng([seed, v])
+        background = _background(_BACKGROUNDS[rng.integers(len(_BACKGROUNDS))], xx, yy, rng)
+        tracks = [_track(rng, frames, size) for _ in range(objects)]
+        shapes = rng.permutation(len(SHAPES))[:objects]
+        colours = rng.permutation(len(_COLOURS))[:objects]
+        textures = [_object_texture(list(_COLOURS.values())[c], xx, yy, rng) for c in colours]
+        for t in range(frames):
+            img = background.copy()
+            for k, (track, shape, texture) in enumerate(zip(tracks, shapes, textures)):
+                cx, cy, r, angle = track[t]
+                inside = _shape_mask(SHAPES[shape], xx - cx, yy - cy, r, angle)
+                img[inside] = texture[inside]
+                masks[v, t][inside] = k + 1
+            out[v, t] = img.transpose(2, 0, 1)
+        captions.append(", ".join(f"{list(_COLOURS)[c]} {SHAPES[s]}" for s, c in zip(shapes, colours)))
+    video = VideoSet("moving_shapes", out, masks, captions)
+    for a in (video.frames, video.object_masks):
+        a.setflags(write=False)
+    return video
+
+
+def _track(rng: np.random.Generator, frames: int, size: int) -> np.ndarray:
+    """``(frames, 4)`` centre x, y, radius and rotation of one object: constant velocity (reflected at the
+    borders), radius scaled linearly by a factor in [0.6, 1.5] over the video, constant spin."""
+    r0 = rng.uniform(0.15, 0.25) * size
+    radius = r0 * np.linspace(1.0, rng.uniform(0.6, 1.5), frames)
+    speed = rng.uniform(0.01, 0.03) * size
+    heading = rng.uniform(0, 2 * np.pi)
+    start = rng.uniform(0, size, size=2)
+    travel = start + np.arange(frames)[:, None] * speed * np.array([np.cos(heading), np.sin(heading)])
+    lo, hi = radius[:, None] * 0.5, size - radius[:, None] * 0.5  # at least half the object stays in view
+    span = hi - lo
+    folded = np.mod(travel - lo, 2 * span)
+    centre = lo + np.where(folded > span, 2 * span - folded, folded)
+    angle = rng.uniform(0, 2 * np.pi) + np.arange(frames) * rng.uniform(-0.08, 0.08)
+    return np.column_stack([centre, radius, angle])
+
+
+def _object_texture(colour: tuple[int, int, int], xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator
+                    ) -> np.ndarray:
+    """``(H, W, 3)`` uint8: ``colour`` shaded by a background-style pattern (70-100% brightness)."""
+    pattern = _background(_BACKGROUNDS[rng.integers(3)], xx, yy, rng).mean(axis=2)
+    t = (pattern - pattern.min()) / max(np.ptp(pattern), 1e-9)
+    img = np.asarray(colour, np.float64) * (0.7 + 0.3 * t[..., None])
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+_SETS["moving_shapes"] = (_moving_shapes, {"videos": 4, "frames": 16, "size": 96, "objects": 2, "seed": 0})

@@ -30,6 +30,8 @@ _LAZY = {
     "copy_detection_descriptor": "retrieval", "copy_detection_eval": "retrieval", "augment_copy": "retrieval",
     "evaluate_objects": "objects", "object_masks": "objects", "ObjectsResult": "objects",
     "patch_tokens": "dense", "patch_similarity": "dense", "dense_image_size": "dense",
+    "segment_video": "video", "LabelPropagation": "propagation", "PropagationSettings": "propagation",
+    "VideoScores": "davis", "f_measure": "davis",
     "InferenceOptions": "options", "add_inference_arguments": "options",
 }
 

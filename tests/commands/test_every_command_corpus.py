@@ -63,6 +63,26 @@ def _good(a: Attack) -> str:
     return next(p for p in a.images if p not in a.bad and Path(p).is_file())
 
 
+def _first_mask(a: Attack) -> str:
+    """A two-object palette mask of the size of the first frame propagate reads (any size if that one is bad)."""
+    import numpy as np
+    from PIL import Image
+
+    from dinolab.data.video import mask_png, open_frames
+
+    first = open_frames(a.data / "a").paths[0]
+    try:
+        with Image.open(first) as im:
+            w, h = im.size
+    except Exception:
+        w, h = 16, 16
+    mask = np.zeros((h, w), np.uint8)
+    mask[: h // 2, : w // 2], mask[h // 2:, w // 2:] = 1, 2
+    path = a.out.parent / "first_mask.png"
+    path.write_bytes(mask_png(mask))
+    return str(path)
+
+
 def _run_dir(a: Attack) -> str:
     """A run directory with one metrics line, so that report gets as far as the truncated --results."""
     run = a.out.parent / "run"
@@ -97,6 +117,8 @@ ATTACKS: dict[str, Callable[[Attack], list[str]]] = {
                              str(a.out), *VISUAL],
     "segment": lambda a: ["segment", "fit", a.weights, "--images", str(a.data), "--masks", str(a.data), "--out",
                           str(a.out / "head"), *VISUAL],
+    "propagate": lambda a: ["propagate", a.weights, str(a.data / "a"), "--mask", _first_mask(a), "--out", str(a.out),
+                            *VISUAL],
     "retrieve": lambda a: ["retrieve", a.weights, "--query", str(a.data), "--database", str(a.data), "--ks", "1",
                            *LOADER],
     "finetune": lambda a: ["finetune", a.weights, str(a.data), "epochs=1", "--out", str(a.out / "ft"), *LOADER],
