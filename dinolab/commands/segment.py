@@ -85,8 +85,8 @@ def _fit(args: argparse.Namespace) -> int:
 
     saved = Path(args.out) / CONFIG_NAME
     cfg = SEGMENT_SCHEMA.load(saved if args.resume and saved.is_file() else None, [])
-    SEGMENT_SCHEMA.merge(cfg, {**flag_values(args, SegmentConfig), **({"weights": args.weights} if args.weights
-                                                                          else {})}, where=" (command line)")
+    given = {k: v for k, v in flag_values(args, SegmentConfig).items() if k != "weights" or v is not None}
+    SEGMENT_SCHEMA.merge(cfg, given, where=" (command line)")  # WEIGHTS left out on --resume keeps config.yaml's
     check_fields(cfg)
     if cfg.weights is None or cfg.images is None:
         raise ConfigError("dinolab segment fit needs WEIGHTS and --images (with --masks for a folder)")

@@ -50,3 +50,16 @@ def test_align_killed_before_its_first_checkpoint_resumes_from_the_start(align_r
     assert code == 0, err
     assert "has no checkpoint yet (the run stopped before saving one): starting at epoch 0" in err
     assert faults.same_as_reference(target, run, align_root)[0]
+
+
+@pytest.mark.slow
+def test_segment_fit_resumes_from_its_run_folder_alone(tmp_path):
+    """Found by the fault matrix: `dinolab segment fit --resume --out HEAD` without WEIGHTS was refused ("needs
+    WEIGHTS and --images"): the absent positional replaced config.yaml's weights with None."""
+    import signal
+
+    target = faults.TARGETS["segment"]
+    (tmp_path / "assets").mkdir()
+    target.prepare(tmp_path / "assets")
+    outcome = faults.stop_then_resume(target, tmp_path, signal.SIGTERM)
+    assert outcome.passed, outcome.detail
