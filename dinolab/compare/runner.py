@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..data.splits import stratified_split as split_per_class
 from ..errors import ConfigError, DataError
 from ..eval.bootstrap import bootstrap_metrics
 from ..eval.metrics import classification_report
@@ -44,18 +45,11 @@ class Subset:
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(train, test)`` positions: ``round(test_fraction * n_c)`` of each class to test (at least 1 when the class
-    has 2 or more images, never all of them), drawn by ``default_rng(seed)``."""
+    """``(train, test)`` positions by :func:`dinolab.data.splits.stratified_split` (``round(test_fraction * n_c)`` of
+    each class to test, at least 1 when the class has 2 or more images, never all of them)."""
     if not 0 < test_fraction < 1:
         raise ConfigError(f"test fraction must be in (0, 1), got {test_fraction}")
-    rng = np.random.default_rng(seed)
-    test = []
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        n = min(len(members) - 1, max(1, int(round(test_fraction * len(members)))))
-        test.append(members[:n])
-    test_idx = np.sort(np.concatenate(test))
-    return np.setdiff1d(np.arange(len(labels)), test_idx), test_idx
+    return split_per_class(labels, test_fraction, seed)
 
 
 @dataclass

@@ -81,21 +81,14 @@ def labelled_dataset(source: str | os.PathLike) -> Any:
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0
                      ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """``(train_idx, val_idx, single)``: ``round(fraction · n_c)`` (at least 1) images of every class with
-    at least 2 held out; a class with one image stays in training (its index in ``single``)."""
-    rng = np.random.default_rng(seed)
-    train, val, single = [], [], []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        if len(idx) < 2:
-            train.append(idx)
-            single.append(int(c))
-            continue
-        idx = rng.permutation(idx)
-        k = min(max(1, int(round(fraction * len(idx)))), len(idx) - 1)
-        val.append(idx[:k])
-        train.append(idx[k:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val or [np.zeros(0, np.int64)])), single
+    """``(train_idx, val_idx, single)``: :func:`dinolab.data.splits.stratified_split` (``round(fraction · n_c)``,
+    at least 1, images of every class with at least 2 held out) and the classes with one image, which stay in
+    training."""
+    from ..data.splits import stratified_split as split_per_class
+
+    train, val = split_per_class(labels, fraction, seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    return train, val, [int(c) for c in classes[counts < 2]]
 
 
 @dataclass

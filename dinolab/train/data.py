@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..data import ImageDataset
+from ..data.splits import stratified_split
 from ..errors import DataError
 from .config import Config
 
@@ -38,21 +39,6 @@ class Subset:
 
     def load(self, i: int, *, min_size: int | None = None):
         return self.dataset.load(int(self.indices[i]), min_size=min_size)
-
-
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(train, held_out)`` sorted indices; ``round(fraction·n_c)`` images of each class ``c`` held out
-    (at least one when the class has two or more images)."""
-    rng = np.random.default_rng(seed)
-    held: list[np.ndarray] = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        n = int(round(fraction * len(idx)))
-        n = min(max(n, 1 if len(idx) >= 2 else 0), len(idx) - 1)
-        held.append(rng.permutation(idx)[:n])
-    held_out = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
-    train = np.setdiff1d(np.arange(len(labels)), held_out)
-    return train, held_out
 
 
 @dataclass
