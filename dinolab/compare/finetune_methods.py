@@ -73,7 +73,7 @@ def _finetune(mode: str) -> Callable[[Context, str], np.ndarray]:
 
         o = ctx.options
         settings = {"device": o.device, "precision": o.precision, "progress": False, "seed": ctx.seed,
-                    "batch_size": 32, **VARIANTS[variant], **ctx.extra.get("finetune", {})}
+                    **VARIANTS[variant], **ctx.extra.get("finetune", {})}
         if o.image_size is not None:
             settings["image_size"] = o.image_size
         with tempfile.TemporaryDirectory(prefix="dinolab-compare-") as tmp:

@@ -39,13 +39,9 @@ def attention_maps(model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
         >>> attention_maps(m, torch.randn(3, 32, 48)).shape
         torch.Size([3, 4, 6])
     """
-    single = image.dim() == 3
-    x = image[None] if single else image
-    p = model.patch_size
-    h, w = x.shape[-2] // p, x.shape[-1] // p
-    if h == 0 or w == 0:
-        raise ValueError(f"image of size {tuple(x.shape[-2:])} is smaller than one {p}×{p} patch")
-    x = x[..., : h * p, : w * p].to(next(model.parameters()).device)
+    from .dense import on_patch_grid
+
+    x, single, h, w = on_patch_grid(model, image)
     attn = model.get_last_selfattention(x)  # B×heads×T×T
     prefix = 1 + model.num_register_tokens
     cls_to_patches = attn[:, :, 0, prefix:].float().cpu()

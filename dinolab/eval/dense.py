@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..errors import DataError
 from .viz import prepare_image
@@ -38,6 +39,18 @@ def dense_image_size(model: Any) -> int:
     base = getattr(getattr(model, "preprocess", None), "image_size", None) or 224
     p = int(model.patch_size)
     return max(p, round(DENSE_SCALE * base / p) * p)
+
+
+def on_patch_grid(model: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, bool, int, int]:
+    """``(x, single, h, w)``: ``pixels`` ``(3, H, W)`` or ``(B, 3, H, W)`` as a batch on the model's device, cut to
+    whole patches (``h`` x ``w`` of them); ``single`` when one image was given. ValueError below one patch."""
+    single = pixels.dim() == 3
+    x = pixels[None] if single else pixels
+    p = model.patch_size
+    h, w = x.shape[-2] // p, x.shape[-1] // p
+    if h == 0 or w == 0:
+        raise ValueError(f"image of size {tuple(x.shape[-2:])} is smaller than one {p}×{p} patch")
+    return x[..., : h * p, : w * p].to(next(model.parameters()).device), single, h, w
 
 
 @torch.no_grad()
@@ -60,13 +73,7 @@ def patch_tokens(model: torch.nn.Module, pixels: torch.Tensor, layers: int = 1) 
         >>> patch_tokens(m, torch.randn(2, 3, 16, 24), layers=2).shape
         torch.Size([2, 64, 2, 3])
     """
-    single = pixels.dim() == 3
-    x = pixels[None] if single else pixels
-    p = model.patch_size
-    h, w = x.shape[-2] // p, x.shape[-1] // p
-    if h == 0 or w == 0:
-        raise ValueError(f"image of size {tuple(x.shape[-2:])} is smaller than one {p}×{p} patch")
-    x = x[..., : h * p, : w * p].to(next(model.parameters()).device)
+    x, single, h, w = on_patch_grid(model, pixels)
     if layers == 1:  # the final-norm patches of forward_features: any backbone with it works, not only the ViT
         tokens = model.forward_features(x)["patches"].float().reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2)
     else:
