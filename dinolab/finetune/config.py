@@ -6,7 +6,10 @@ Loaded like ``dinolab align``'s (:mod:`dinolab.runtime.config_loader`): defaults
 
 Defaults meant for small labelled sets without tuning: AdamW, linear warm-up then cosine to 1% of
 the peak (never a step schedule), a peak learning rate per mode (``lr: null``), random resized crop
-and flip, gradient clipping at 1.0, early stopping on the validation balanced accuracy.
+and flip, gradient clipping at 1.0, early stopping on the validation balanced accuracy, and at least
+30 epochs but at least 500 steps however few the images (the schedule length of BiT's HyperRule for
+sets under 20k images, Kolesnikov et al. 2020: 30 epochs of 300 images are only 300 steps at batch
+32); a given ``epochs`` is run exactly.
 
 Examples:
     >>> cfg = FINETUNE_SCHEMA.load(None, ["mode=last:2", "epochs=3"])
@@ -23,6 +26,7 @@ from ..runtime.config_loader import ConfigSchema, bounded, device_name
 
 CONFIG_NAME = "config.yaml"
 # peak backbone learning rate per mode when lr is null (the head has head_lr)
+DEFAULT_EPOCHS = 30  # when epochs is null, unless min_steps needs more
 DEFAULT_LR = {"head": 0.0, "last": 2e-4, "lora": 5e-4, "full": 5e-5}
 
 
@@ -59,7 +63,10 @@ class FinetuneConfig:
     feature: Literal["cls", "cls+patch"] = bounded("cls+patch", help="head input: CLS token, or CLS and the mean "
                                                                     "patch token")
     n_blocks: int = bounded(1, ge=1, help="CLS tokens of the last N blocks, concatenated")
-    epochs: int = bounded(30, ge=1, help="passes over the training images")
+    epochs: int | None = bounded(None, ge=1, help="passes over the training images (null: 30, or more to make "
+                                                  "min_steps steps)")
+    min_steps: int = bounded(500, ge=0, help="epochs null: at least this many steps, so small sets get more epochs "
+                                             "(BiT's rule: 500 steps under 20k images)")
     batch_size: int = bounded(32, ge=1, help="images per step")
     lr: float | None = bounded(None, gt=0, help="peak learning rate of the backbone's trained parameters (null: "
                                                 "last:N 2e-4, lora 5e-4, full 5e-5)")
@@ -100,6 +107,12 @@ class FinetuneConfig:
                                                             "read")
     seed: int = bounded(0, ge=0, le=2**32 - 1, help="seed of the split, head initialisation, data order, crops")
     progress: bool = bounded(True, help="no progress bars")
+
+    def epochs_for(self, steps_per_epoch: int) -> int:
+        """Epochs to run: ``epochs`` when set, else 30 or the fewer epochs that make ``min_steps`` steps."""
+        if self.epochs is not None:
+            return self.epochs
+        return max(DEFAULT_EPOCHS, -(-self.min_steps // max(steps_per_epoch, 1)))
 
     def kind(self) -> tuple[str, int]:
         return parse_mode(self.mode)

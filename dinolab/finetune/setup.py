@@ -143,12 +143,16 @@ def build_job(weights: Any, cfg: FinetuneConfig, run_dir: Path) -> Any:
     counts = np.bincount(train.labels.numpy(), minlength=len(classes))
     class_w, log_prior = loss_terms(cfg, counts, dev)
     steps = -(-len(train) // cfg.batch_size)
-    total = cfg.epochs * steps
+    epochs = cfg.epochs_for(steps)
+    if cfg.epochs is None:
+        say(f"{epochs} epochs of {steps} steps ({len(train)} training images, batch {cfg.batch_size}): 30 epochs or "
+            f"at least min_steps={cfg.min_steps} steps (set epochs=N to choose)")
+    total = epochs * steps
     fingerprint = {"classes": classes, "n_train": len(train), "n_val": len(val), "mode": cfg.mode,
                    "feature": cfg.feature, "n_blocks": cfg.n_blocks}
     job = Job(cfg=cfg, run_dir=run_dir, model=model, classes=classes, train=train, val=val, counts=counts,
               held_out=held_out, optimizer=optimizer, device=dev, precision=prec, class_weights=class_w,
-              log_prior=log_prior, steps_per_epoch=steps, total_steps=total,
+              log_prior=log_prior, epochs=epochs, steps_per_epoch=steps, total_steps=total,
               warmup=min(int(round(cfg.warmup_epochs * steps)), total - 1), fingerprint=fingerprint, bad=bad)
     if kind == "head":
         job.val_features = frozen_features(model, val, dev, prec, cfg.progress)

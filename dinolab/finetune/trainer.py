@@ -101,6 +101,7 @@ class Job:
     precision: str
     class_weights: torch.Tensor | None
     log_prior: torch.Tensor
+    epochs: int  # cfg.epochs_for(steps_per_epoch)
     steps_per_epoch: int
     total_steps: int
     warmup: int
@@ -254,7 +255,7 @@ def run_epoch(job: Job, epoch: int) -> bool:
     order = epoch_order(job, epoch)
     batches = [order[i:i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
     done = job.step - epoch * job.steps_per_epoch
-    bar = progress(batches[done:], enabled=cfg.progress, desc=f"finetune epoch {epoch + 1}/{cfg.epochs}",
+    bar = progress(batches[done:], enabled=cfg.progress, desc=f"finetune epoch {epoch + 1}/{job.epochs}",
                    unit="batch", leave=False)
     for idx in bar:
         job.epoch_losses.append(step(job, idx))
@@ -324,7 +325,7 @@ def end_of_epoch(job: Job, epoch: int, metrics: Any, on_epoch: Callable | None) 
     job.history.append(record)
     metrics.write(record)
     checkpoint(job, epoch + 1)
-    logger.info("finetune epoch %d/%d: %s", epoch + 1, job.cfg.epochs, record)
+    logger.info("finetune epoch %d/%d: %s", epoch + 1, job.epochs, record)
     if on_epoch is not None:
         on_epoch(epoch + 1, record)
 
@@ -338,7 +339,7 @@ def train(job: Job, on_epoch: Callable | None = None) -> str | None:
     job.stops = StopSignals(say=say)
     try:
         with job.stops:
-            for epoch in range(job.start_epoch, job.cfg.epochs):
+            for epoch in range(job.start_epoch, job.epochs):
                 if job.early_stopped:
                     break
                 if not run_epoch(job, epoch):
@@ -349,7 +350,7 @@ def train(job: Job, on_epoch: Callable | None = None) -> str | None:
                     say(f"early stop after epoch {epoch + 1}: no better val {job.cfg.select} for "
                         f"{job.since_best} epochs (best epoch {job.best['epoch']})")
                     break
-                if job.stops.reason and epoch + 1 < job.cfg.epochs:
+                if job.stops.reason and epoch + 1 < job.epochs:
                     return job.stops.reason
     finally:
         metrics.close()

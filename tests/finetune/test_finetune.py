@@ -158,3 +158,22 @@ def test_a_class_with_one_image_is_trained_on_not_validated(tmp_path, tiny_weigh
     s = json.loads((r.out / "summary.json").read_text())
     assert s["train_counts"]["d2"] == 1 and s["val_images"] == 2 and s["held_out_from_train"] == 2
     assert s["val_per_class_recall"]["d2"] is None  # no validation image: no recall (valid JSON, not NaN)
+
+
+def test_epochs_default_to_30_or_enough_for_min_steps():
+    from dinolab.finetune.config import FINETUNE_SCHEMA
+
+    cfg = FINETUNE_SCHEMA.load(None, [])
+    assert cfg.epochs is None and cfg.min_steps == 500
+    assert cfg.epochs_for(10) == 50  # 311 images at batch 32: 10 steps an epoch -> 500 steps
+    assert cfg.epochs_for(7) == 72  # ceil(500 / 7)
+    assert cfg.epochs_for(100) == 30  # large sets: 30 epochs, above min_steps
+    assert FINETUNE_SCHEMA.load(None, ["epochs=3"]).epochs_for(1) == 3  # a given epochs is run exactly
+
+
+def test_small_set_runs_min_steps(tmp_path, digits, tiny_weights):
+    # 24 training images in one batch: one step an epoch, so min_steps=33 means 33 epochs (not 30)
+    r = finetune(tiny_weights, digits, tmp_path / "run", batch_size=24, min_steps=33, patience=0, crop=False,
+                 flip=False, **FAST)
+    s = json.loads((r.out / "summary.json").read_text())
+    assert s["train_images"] == 24 and s["epochs_run"] == 33
