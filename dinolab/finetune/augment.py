@@ -21,7 +21,7 @@ RATIO = (3 / 4, 4 / 3)
 
 
 def augment_batch(pixels: torch.Tensor, size: int, *, crop: bool, flip: bool, generator: torch.Generator,
-                  scale: tuple[float, float] = (0.25, 1.0)) -> torch.Tensor:
+                  scale: tuple[float, float] = (0.5, 1.0)) -> torch.Tensor:
     """``(B, 3, L, L)`` uint8 -> ``(B, 3, size, size)`` float in [0, 255]: a random crop of ``scale`` of the
     area (aspect in 3/4..4/3) resized to ``size`` (bilinear, antialiased), then a flip with probability 1/2.
     Without ``crop`` the centre ``size`` square."""
