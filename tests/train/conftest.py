@@ -14,7 +14,8 @@ TINY = [
     "train.batch_size=8", "train.epoch_length=3", "train.epochs=2", "train.progress=false", "train.device=cpu",
     "train.precision=fp32", "optim.warmup_epochs=1", "teacher.warmup_teacher_temp_epochs=1",
     "teacher.teacher_temp=0.06", "eval.knn_every=-1", "eval.batch_size=32",
-    "dino.centering=softmax", "koleo.loss_weight=0",  # the pure DINO v1 objective (the default adds SK + KoLeo)
+    "dino.centering=softmax", "koleo.loss_weight=0", "dino.use_bn_in_head=false",  # the pure DINO v1 objective
+    # (the default adds Sinkhorn-Knopp, KoLeo and BatchNorm in the head)
 ]
 
 
