@@ -152,7 +152,7 @@ def _fit_logreg(ctx: Context, weight: str | None) -> tuple[torch.Tensor, torch.T
 
 def _linear(ctx: Context, variant: str) -> np.ndarray:
     """DINOv2's SGD linear probe (:func:`dinolab.eval.linear.linear_probe`), learning rate chosen on a held-out
-    10% of train (the test labels are never used for a choice)."""
+    stratified 10% of train (the test labels are never used for a choice)."""
     from ..eval.linear import linear_probe
 
     if "linear" not in ctx.extra:  # logit-adj reuses the plain fit

@@ -5,7 +5,7 @@
 no weight decay by default) and a cosine learning-rate schedule stepped every iteration; the
 learning rates are DINOv2's grid scaled by ``batch_size / 256``. The best classifier is chosen on
 the validation set, as in the official protocol: this is slightly optimistic, and the result says
-so; ``selection="holdout"`` chooses on a held-out 10% of the training set instead.
+so; ``selection="holdout"`` chooses on a held-out, stratified 10% of the training set instead.
 
 Differences from the official runs: the features are computed once (no RandomResizedCrop / flip
 augmentation per epoch), which is what makes the probe fast enough to run anywhere, and the number
@@ -115,18 +115,15 @@ def _prepare(train_feats, train_labels, val_feats, val_labels, num_classes):
 
 
 def _holdout_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random split keeping at least one training image of every class; returns (fit_idx, held_idx)."""
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(y), generator=g)
-    held = torch.zeros(len(y), dtype=torch.bool)
-    held[perm[: max(1, int(round(fraction * len(y))))]] = True
-    for c in torch.unique(y):  # give back one image of a class that lost all of its images
-        members = (y == c).nonzero().flatten()
-        if held[members].all():
-            held[members[0]] = False
-    if not held.any():
+    """Stratified split (:func:`dinolab.data.splits.stratified_split`): ``round(fraction·n_c)`` images of each
+    class held out, at least one of every class with two or more, none of a class of one; ``(fit_idx, held_idx)``.
+    A random 10% would leave the rare classes of a long-tailed set out of the learning-rate choice."""
+    from ..data.splits import stratified_split
+
+    fit, held = stratified_split(y.cpu().numpy(), fraction, seed)
+    if len(held) == 0:
         raise DataError("the training set is too small to hold out a selection split; use selection='val'")
-    return (~held).nonzero().flatten(), held.nonzero().flatten()
+    return torch.from_numpy(fit), torch.from_numpy(held)
 
 
 def _fold_standardisation(weight: torch.Tensor, bias: torch.Tensor, mean, std) -> nn.Linear:
@@ -205,7 +202,7 @@ def linear_probe(train_feats, train_labels, val_feats, val_labels, *, lrs: Seque
         batch_size: images per SGD step.
         weight_decay: L2 penalty of SGD (0 in the official protocol).
         standardize: subtract the training mean and divide by the training std of each feature first.
-        selection: ``"val"`` (official) or ``"holdout"`` (10% of train; val scores become unbiased).
+        selection: ``"val"`` (official) or ``"holdout"`` (a stratified 10% of train; val scores become unbiased).
         num_classes, classes: number and names of classes (default from the labels).
         device: where to train (``"auto"`` picks a GPU when present).
         seed: initialisation and batch order.
@@ -260,7 +257,7 @@ def logistic_regression_probe(train_feats, train_labels, val_feats, val_labels, 
     Args:
         train_feats, train_labels, val_feats, val_labels: as :func:`linear_probe`.
         Cs: inverse regularisation strengths to try (default 1e-6 .. 1e5, one per decade).
-        selection: ``"holdout"`` (a random ``holdout`` fraction of train), ``"cv"`` (``cv``-fold
+        selection: ``"holdout"`` (a stratified ``holdout`` fraction of train), ``"cv"`` (``cv``-fold
             stratified cross-validation on train) or ``"val"`` (the official DINOv2 fallback when no
             separate split exists: chosen on val, optimistic).
         max_iter: L-BFGS iterations per fit; a fit that stops before converging is named in ``notes``.

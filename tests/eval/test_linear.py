@@ -103,3 +103,16 @@ def test_bad_inputs():
         linear_probe(xtr, ytr, xva, yva, selection="test", progress=False)
     with pytest.raises(ConfigError):
         logistic_regression_probe(xtr, ytr, xva, yva, Cs=[-1.0])
+
+
+def test_holdout_is_stratified_on_long_tailed_labels():
+    from dinolab.eval.linear import _holdout_split
+
+    sizes = [140, 90, 58, 38, 24, 15, 10, 6, 4, 2]  # builtin:digits?imbalance=50's training split
+    y = torch.tensor(np.repeat(np.arange(10), sizes))
+    fit, held = _holdout_split(y, 0.1, seed=0)
+    held_counts = np.bincount(y[held].numpy(), minlength=10)
+    # round(0.1 * n), at least one: 14, 9, 6, 4, 2, 2 (1.5 rounds to 2), 1, 1 (0.6), 1 (0.4 -> 0, raised), 1
+    assert held_counts.tolist() == [14, 9, 6, 4, 2, 2, 1, 1, 1, 1]
+    assert np.bincount(y[fit].numpy(), minlength=10).min() >= 1 and len(fit) + len(held) == len(y)
+    assert not set(fit.tolist()) & set(held.tolist())
