@@ -6,8 +6,8 @@ Loaded like ``dinolab align``'s (:mod:`dinolab.runtime.config_loader`): defaults
 
 Defaults meant for small labelled sets without tuning: AdamW, linear warm-up then cosine to 1% of
 the peak (never a step schedule), a peak learning rate per mode (``lr: null``), random resized crop
-and flip, gradient clipping at 1.0, early stopping on the validation balanced accuracy, and at least
-30 epochs but at least 500 steps however few the images (the schedule length of BiT's HyperRule for
+and flip, gradient clipping at 1.0, early stopping on the validation balanced accuracy, and 30
+epochs but at least 500 steps however few the images (the schedule length of BiT's HyperRule for
 sets under 20k images, Kolesnikov et al. 2020: 30 epochs of 300 images are only 300 steps at batch
 32); a given ``epochs`` is run exactly.
 
@@ -25,8 +25,8 @@ from typing import Literal
 from ..runtime.config_loader import ConfigSchema, bounded, device_name
 
 CONFIG_NAME = "config.yaml"
-# peak backbone learning rate per mode when lr is null (the head has head_lr)
 DEFAULT_EPOCHS = 30  # when epochs is null, unless min_steps needs more
+# peak backbone learning rate per mode when lr is null (the head has head_lr)
 DEFAULT_LR = {"head": 0.0, "last": 2e-4, "lora": 5e-4, "full": 5e-5}
 
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import DataError
 from ..runtime.messages import say
-from .config import FinetuneConfig
+from .config import DEFAULT_EPOCHS, FinetuneConfig
 from .data import Images, decode_all, labelled_dataset, stratified_split
 
 
@@ -145,8 +145,8 @@ def build_job(weights: Any, cfg: FinetuneConfig, run_dir: Path) -> Any:
     steps = -(-len(train) // cfg.batch_size)
     epochs = cfg.epochs_for(steps)
     if cfg.epochs is None:
-        say(f"{epochs} epochs of {steps} steps ({len(train)} training images, batch {cfg.batch_size}): 30 epochs or "
-            f"at least min_steps={cfg.min_steps} steps (set epochs=N to choose)")
+        say(f"{epochs} epochs of {steps} steps ({len(train)} training images, batch {cfg.batch_size}): "
+            f"{DEFAULT_EPOCHS} epochs or at least min_steps={cfg.min_steps} steps (set epochs=N to choose)")
     total = epochs * steps
     fingerprint = {"classes": classes, "n_train": len(train), "n_val": len(val), "mode": cfg.mode,
                    "feature": cfg.feature, "n_blocks": cfg.n_blocks}
