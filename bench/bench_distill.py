@@ -1,7 +1,7 @@
 """Distillation vs training from scratch: the same small student, the same data and number of steps.
 
 On ``builtin:shapes`` (1,000 images; 800 train, 200 held out for k-NN queries) or, with ``--data
-digits``, ``builtin:digits`` (1,797 images; 1,437 train, 360 held out; horizontal flips off), runs:
+digits``, ``builtin:digits`` (1,797 images; 1,438 train, 359 held out; horizontal flips off), runs:
 
 1. **teacher**: the ``dinov2_shapes`` preset (ViT/8, width 192, 6 blocks), ``--teacher-epochs`` epochs;
 2. **distilled**: the ``distill_shapes`` preset (ViT/8, width 96, 4 blocks) from the teacher's run

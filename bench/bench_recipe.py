@@ -6,7 +6,7 @@ Trains a config (a preset plus ``key=value`` overrides; default: the embedded de
 weighted k-NN (T = 0.07, k = 10 / 20), the train split as references and the held-out split as
 queries:
 
-- **clean**: the run's own data (``builtin:digits``: 1,437 train / 360 held out);
+- **clean**: the run's own data (``builtin:digits``: 1,438 train / 359 held out);
 - **shifted**: the same split of ``builtin:digits?canvas=C`` (each 64 px digit centred on a blank
   C x C sheet: the references) against ``builtin:digits?canvas=C&shift=random`` (each held-out digit
   at a random position on the same sheet: the queries); both resized to the model's input size, so
