@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..data.splits import stratified_split
 from ..predict.heads import knn_proba, linear_proba, prototype_proba
 
 KNN_K, KNN_T = 20, 0.07
@@ -131,7 +132,7 @@ def _fit_logreg(ctx: Context, weight: str | None) -> tuple[torch.Tensor, torch.T
     x, y = ctx.train_feats.astype(np.float64), ctx.train_labels
     mean, std = x.mean(0), x.std(0) + 1e-6
     xs = (x - mean) / std
-    fit_idx, held_idx = _stratified_holdout(y, ctx.seed)
+    fit_idx, held_idx = stratified_split(y, 0.2, ctx.seed)
     if len(held_idx) == 0:  # one image per class: nothing to hold out, choose on the training fit itself
         fit_idx = held_idx = np.arange(len(y))
 
@@ -170,17 +171,6 @@ def _zeroshot(ctx: Context, variant: str) -> np.ndarray:
     predictor = ZeroShotPredictor(ctx.aligned, ctx.extra.get("zeroshot_classes") or ctx.classes)
     kw = ctx.options.embed_kwargs() if ctx.options is not None else {"progress": False}
     return predict_images(predictor, ctx.test_images, **kw).probs
-
-
-def _stratified_holdout(y: np.ndarray, seed: int, fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-    """``(fit, held)`` indices: ``fraction`` of each class held out, at least one image kept for fitting."""
-    rng = np.random.default_rng(seed)
-    held = []
-    for c in np.unique(y):
-        m = rng.permutation(np.flatnonzero(y == c))
-        held.append(m[: min(len(m) - 1, int(round(fraction * len(m))))])
-    held_idx = np.sort(np.concatenate(held))
-    return np.setdiff1d(np.arange(len(y)), held_idx), held_idx
 
 
 def _balanced_accuracy(t: np.ndarray, p: np.ndarray) -> float:
