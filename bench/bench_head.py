@@ -4,20 +4,11 @@
 When the DINO loss of a run stays near ln K (the student's output uniform), the question is whether
 the teacher's targets carry any signal. This reads a run directory (its ``config.yaml``, exported
 teacher and ``checkpoint.pt``, loaded tensors-only), runs the teacher backbone and DINO head on the
-run's held-out split at the run's input size, and prints:
-
-- **cone**: the mean cosine of the L2-normalised bottleneck outputs ``z`` (``(N, bottleneck_dim)``)
-  to their batch mean, and the norm of what is left of each ``z`` after removing that mean. The
-  common part adds the same logit offset to every sample (``m · w_k`` for prototype ``k``), which
-  softmax centering and Sinkhorn-Knopp both cancel; only the rest separates images. A cone at
-  cosine 0.96 leaves ~0.26 of each unit vector, so the effective temperature is ~4x the nominal one.
-- **logit spread**: the standard deviation of the ``(N, K)`` logits over prototypes, against that of
-  random unit vectors with the same prototypes (~``1 / sqrt(bottleneck_dim)``).
-- **target entropy**: the per-image entropy of the teacher targets at the run's final teacher
-  temperature, with softmax (no centering) and with Sinkhorn-Knopp over the split, against ``ln K``;
-  and of the student-temperature softmax (what the student can express with this head).
-- **effective rank** (exp of the entropy of the normalised singular values) of the CLS tokens,
-  the bottleneck outputs and the prototypes.
+run's held-out split at the run's input size, and prints :func:`~dinolab.bench.head.head_report`:
+the cone of the bottleneck outputs (whose common part centering cancels), the logit spread over the
+prototypes against random unit vectors', the targets' entropy (softmax and Sinkhorn-Knopp) and the
+student-temperature entropy against ``ln K``, and effective ranks. The module docstring of
+:mod:`dinolab.bench.head` says how to read them.
 
 Examples:
   python bench/bench_head.py RUN                 # a run of `dinolab train --out RUN`
@@ -39,6 +30,7 @@ from dinolab.models.weights import load_model  # noqa: E402
 from dinolab.runtime.checkpoint import load_checkpoint  # noqa: E402
 from dinolab.train.config import load_config  # noqa: E402
 from dinolab.train.data import build_run_data  # noqa: E402
+from dinolab.train.evaluation import eval_image_size  # noqa: E402
 from dinolab.train.objectives.dino_cls import dino_head  # noqa: E402
 
 
@@ -56,7 +48,7 @@ def main() -> None:
     head.load_state_dict({k.removeprefix("dino_head."): v for k, v in teacher.items() if k.startswith("dino_head.")})
     head.float().eval()
     data = build_run_data(config)
-    size = config.eval.image_size or config.crops.global_crops_size
+    size = eval_image_size(config)
     cls = torch.from_numpy(embed(model, data.val, image_size=size, progress=False, precision="fp32").cls)
     report = head_report(cls, head, config.teacher.teacher_temp, config.dino.student_temp)
     print(f"{args.run}: DINO head on {len(cls)} held-out images at {size} px "

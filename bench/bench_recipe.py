@@ -47,6 +47,7 @@ from dinolab.models.weights import load_model  # noqa: E402
 from dinolab.train.build import random_init_backbone  # noqa: E402
 from dinolab.train.config import load_config  # noqa: E402
 from dinolab.train.data import RunData, Subset, build_run_data  # noqa: E402
+from dinolab.train.evaluation import eval_image_size  # noqa: E402
 from dinolab.train.trainer import Trainer  # noqa: E402
 
 KS = (10, 20)
@@ -110,7 +111,7 @@ def main() -> None:
         if result.stopped_by:  # an interrupted run measures nothing
             sys.exit(f"stopped by {result.stopped_by} at step {result.iterations}; no figures")
         exported, steps, data = result.exported, result.iterations, trainer.data
-    size = config.eval.image_size or config.crops.global_crops_size
+    size = eval_image_size(config)
     model = load_model(exported)
     random_model = random_init_backbone(config)  # the trainer's random-init baseline, rebuilt
     rows = {"clean": (data.train, data.val)}

@@ -15,6 +15,11 @@ from .config import Config
 from .data import RunData
 
 
+def eval_image_size(config: Config) -> int:
+    """The side at which a run embeds images for its k-NN figures: ``eval.image_size``, else the global crop size."""
+    return config.eval.image_size or config.crops.global_crops_size
+
+
 def knn_accuracy(backbone: nn.Module, data: RunData, config: Config, device: torch.device, precision: str,
                  bad_files: dict[str, str] | None = None, preprocess=None) -> dict[int, float]:
     """``{k: top-1}`` for every ``eval.knn_k``; unreadable files are added to ``bad_files`` (path -> reason).
@@ -24,7 +29,7 @@ def knn_accuracy(backbone: nn.Module, data: RunData, config: Config, device: tor
     from ..eval.knn import knn_classify
 
     e = config.eval
-    kw = dict(batch_size=e.batch_size, image_size=e.image_size or config.crops.global_crops_size,
+    kw = dict(batch_size=e.batch_size, image_size=eval_image_size(config),
               preprocess=preprocess, device=device, precision=precision, num_workers=num_workers(config), progress=False)
     with warnings_held_back():  # named in the run's bad_files.log and its final summary
         memory, queries = embed(backbone, data.train, **kw), embed(backbone, data.val, **kw)

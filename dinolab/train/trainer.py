@@ -60,7 +60,7 @@ from .config import Config, load_config, validate
 from .crop_plan import CropPlan, largest_global_crop
 from .data import RunData, build_run_data
 from .data_plan import BAD_FILES_NAME, DataPlan
-from .evaluation import knn_accuracy
+from .evaluation import eval_image_size, knn_accuracy
 from .objectives import Objectives
 from .optim import build_optimizer
 from .schedules import Schedules
@@ -484,9 +484,8 @@ class Trainer:
             knn_random, knn_start = self.knn_random_init(), self.knn_start()
             e = self.config.eval
             with warnings_held_back():  # unreadable files were named by the k-NN evaluations already
-                size = e.image_size or self.config.crops.global_crops_size
-                knn_raw = raw_pixel_knn(self.data.train, self.data.val, size, k=e.knn_k, temperature=e.knn_temperature,
-                                        device=self.device)
+                knn_raw = raw_pixel_knn(self.data.train, self.data.val, eval_image_size(self.config), k=e.knn_k,
+                                        temperature=e.knn_temperature, device=self.device)
             self.metrics.write({"step": done, **{f"knn_top1_start@{k}": v for k, v in (knn_start or {}).items()},
                                 **{f"knn_top1_random_init@{k}": v for k, v in knn_random.items()},
                                 **{f"knn_top1_raw_pixels@{k}": v for k, v in knn_raw.items()}})
