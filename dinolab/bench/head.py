@@ -9,7 +9,7 @@ images, and a cone at cosine 0.96 (``|z - m|`` ~0.26) makes a teacher temperatur
 Examples:
     >>> from dinolab.models import DINOHead
     >>> head = DINOHead(16, 32, hidden_dim=24, bottleneck_dim=8).eval()
-    >>> sorted(head_report(torch.randn(64, 16), head, 0.04, 0.1))[:2]
+    >>> list(head_report(torch.randn(64, 16), head, 0.04, 0.1))[:2]
     ['cone: cos(z, batch mean)', 'cone: |z - batch mean|']
 """
 

@@ -17,7 +17,7 @@ Examples:
     >>> from dinolab.models import VisionTransformer
     >>> bb = VisionTransformer(img_size=16, patch_size=8, embed_dim=32, depth=2, num_heads=2)
     >>> clf = Classifier(bb, torch.nn.Linear(64, 3), ["a", "b", "c"], feature="cls+patch")
-    >>> clf(torch.zeros(2, 3, 16, 16)).shape, float(clf.predict_proba(torch.zeros(1, 3, 16, 16)).sum())
+    >>> clf(torch.zeros(2, 3, 16, 16)).shape, round(float(clf.predict_proba(torch.zeros(1, 3, 16, 16)).sum()), 6)
     (torch.Size([2, 3]), 1.0)
 """
 
