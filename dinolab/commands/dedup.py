@@ -15,7 +15,9 @@ pair in the images themselves before linking it: the pictures are aligned (one r
 other, up to --verify-max-crop of each side cropped, mirrored or not) and their normalised
 cross-correlation must reach --verify-min-score. Resized, re-encoded and slightly cropped copies
 pass; different photos that a semantic embedding puts close together (two tiles of one texture,
-two drawings in one style) do not. Heavily edited copies (rotated, strongly cropped, overlaid) do
+two drawings in one style) do not; pictures with little fine detail (drawings, icons, upscaled
+tiny images) must reach the stricter --verify-low-detail-min-score, since different drawings of one
+shape align well. Heavily edited copies (rotated, strongly cropped, overlaid) do
 not pass either: use --verify off (and a high --threshold) to group those by the embeddings alone.
 With verification the embedding threshold only picks candidates, so it defaults lower (0.8 for
 dino). --verify auto (the default) verifies when the embeddings' paths are image files that exist
@@ -59,6 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="normalised cross-correlation a verified pair reaches (default 0.75)")
     parser.add_argument("--verify-max-crop", type=float, default=0.2,
                         help="share of each side a verified copy may have lost to cropping (default 0.2)")
+    parser.add_argument("--verify-low-detail-min-score", type=float, default=0.98,
+                        help="NCC a pair of low-detail pictures (drawings, icons, upscaled tiny images) must reach, "
+                             "since different drawings of one shape correlate highly (default 0.98; "
+                             "--verify-min-score or lower turns the stricter rule off)")
     # near-duplicates share a cell, or sit in the next one: 2 probes found all planted pairs at 1M rows
     _search_arguments(parser, nprobe=2)
     _embed_arguments(parser)
@@ -106,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     embed = _embed_options(args, "dedup")
     pool = load_or_embed(args.data, cache=cache, paths=args.paths, **embed)
     verifying = args.verify == "on" or (args.verify == "auto" and _images_at_hand(pool))
-    verify = PixelVerifier(min_score=args.verify_min_score, max_crop=args.verify_max_crop) if verifying else None
+    verify = (PixelVerifier(min_score=args.verify_min_score, max_crop=args.verify_max_crop,
+                            low_detail_min_score=args.verify_low_detail_min_score) if verifying else None)
     self_t, against_t = THRESHOLDS[args.space]
     if verify is not None:
         self_t = VERIFIED_THRESHOLDS[args.space]

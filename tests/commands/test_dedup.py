@@ -101,3 +101,33 @@ def test_images_without_weights_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "images").mkdir()
     assert main(["dedup", str(tmp_path / "images"), "--out", str(tmp_path / "out")]) == 2
     assert "--weights" in capsys.readouterr().err
+
+
+def test_low_detail_rule_is_a_flag(tmp_path, capsys):
+    # two different drawings of one digit, upscaled: a low-detail pair whose pixels align well but not
+    # as well as a copy's; their embeddings are made identical so only the verification decides
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from dinolab.curate.verify import PixelVerifier
+
+    d = load_digits()
+    zeros = np.flatnonzero(d.target == 0)[:12]
+    paths = []
+    for i in zeros:
+        paths.append(str(tmp_path / f"d{i}.png"))
+        Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8)).resize((32, 32), Image.BILINEAR).save(paths[-1])
+    raw = PixelVerifier(low_detail_min_score=0.5)  # below min_score: the plain NCC
+    pairs = np.array([[0, j] for j in range(1, len(paths))])
+    ncc = raw.scores(paths, pairs, progress=False)
+    j = int(pairs[np.argmax(ncc), 1])
+    assert 0.75 <= ncc.max() < 0.98  # aligns like a copy under the plain rule, not under the low-detail one
+    x = np.random.default_rng(0).normal(size=(len(paths), 16)).astype(np.float32)
+    x[j] = x[0]
+    Embeddings(paths, x).save(tmp_path / "pool.npz")
+    common = ["dedup", str(tmp_path / "pool.npz"), "--k", "4", "--verify", "on"]
+    assert main(common + ["--out", str(tmp_path / "strict")]) == 0
+    assert _lines(tmp_path / "strict" / "removed.txt") == []
+    assert main(common + ["--out", str(tmp_path / "plain"), "--verify-low-detail-min-score", "0.75"]) == 0
+    removed = _lines(tmp_path / "plain" / "removed.txt")
+    assert len(removed) == 1 and removed[0] in (paths[0], paths[j])
