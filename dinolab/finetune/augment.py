@@ -6,7 +6,8 @@ run draws the same ones).
 
 Examples:
     >>> x = torch.randint(0, 256, (4, 3, 20, 20), dtype=torch.uint8)
-    >>> augment_batch(x, 16, crop=True, flip=True, generator=torch.Generator().manual_seed(0)).shape
+    >>> g = torch.Generator().manual_seed(0)
+    >>> augment_batch(x, 16, crop=True, flip=True, generator=g, scale=(0.5, 1.0)).shape
     torch.Size([4, 3, 16, 16])
 """
 
@@ -21,10 +22,11 @@ RATIO = (3 / 4, 4 / 3)
 
 
 def augment_batch(pixels: torch.Tensor, size: int, *, crop: bool, flip: bool, generator: torch.Generator,
-                  scale: tuple[float, float] = (0.5, 1.0)) -> torch.Tensor:
+                  scale: tuple[float, float]) -> torch.Tensor:
     """``(B, 3, L, L)`` uint8 -> ``(B, 3, size, size)`` float in [0, 255]: a random crop of ``scale`` of the
-    area (aspect in 3/4..4/3) resized to ``size`` (bilinear, antialiased), then a flip with probability 1/2.
-    Without ``crop`` the centre ``size`` square."""
+    area (the run's ``(crop_scale, 1)``, :class:`~dinolab.finetune.config.FinetuneConfig`; aspect in
+    3/4..4/3) resized to ``size`` (bilinear, antialiased), then a flip with probability 1/2. Without
+    ``crop`` the centre ``size`` square."""
     b, _, h, w = pixels.shape
     x = pixels.float()
     if crop:
