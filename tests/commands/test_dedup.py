@@ -8,6 +8,7 @@ import torch
 
 import dinolab
 from dinolab.cli import main
+from dinolab.curate.verify import PixelVerifier
 from dinolab.eval.features import Embeddings
 
 
@@ -103,13 +104,11 @@ def test_images_without_weights_is_a_clear_error(tmp_path, capsys):
     assert "--weights" in capsys.readouterr().err
 
 
-def test_low_detail_rule_is_a_flag(tmp_path, capsys):
+def test_low_detail_rule_is_a_flag(tmp_path):
     # two different drawings of one digit, upscaled: a low-detail pair whose pixels align well but not
     # as well as a copy's; their embeddings are made identical so only the verification decides
     from PIL import Image
     from sklearn.datasets import load_digits
-
-    from dinolab.curate.verify import PixelVerifier
 
     d = load_digits()
     zeros = np.flatnonzero(d.target == 0)[:12]

@@ -13,7 +13,8 @@ TINY = [
     "dino.out_dim=64", "dino.head_hidden_dim=32", "dino.head_bottleneck_dim=16",
     "train.batch_size=8", "train.epoch_length=3", "train.epochs=2", "train.progress=false", "train.device=cpu",
     "train.precision=fp32", "optim.warmup_epochs=1", "teacher.warmup_teacher_temp_epochs=1",
-    "teacher.warmup_teacher_temp=0.025", "teacher.teacher_temp=0.06", "eval.knn_every=-1", "eval.batch_size=32",
+    "teacher.warmup_teacher_temp=0.025",  # set here, not inherited: the pinned losses were recorded at it
+    "teacher.teacher_temp=0.06", "eval.knn_every=-1", "eval.batch_size=32",
     "dino.centering=softmax", "koleo.loss_weight=0", "dino.use_bn_in_head=false",  # the pure DINO v1 objective
     # (the default adds Sinkhorn-Knopp, KoLeo and BatchNorm in the head)
 ]
