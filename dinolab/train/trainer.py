@@ -414,7 +414,12 @@ class Trainer:
         Under torchrun every rank calls it; a process group it joined itself is left at the end.
         """
         try:
-            return self._fit()
+            result = self._fit()
+            if self._owns_group:
+                # no rank destroys the group while a peer still has collectives in flight (the suspected
+                # cause of a gloo rank aborting at exit: "terminate called without an active exception")
+                distributed.barrier()
+            return result
         finally:
             if self._ready:
                 self.run.close()  # the run's lock
