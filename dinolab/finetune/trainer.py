@@ -29,6 +29,7 @@ from ..errors import ConfigError, DinolabError
 from ..runtime.checkpoint import resume_state, save_checkpoint
 from ..runtime.config_loader import check_fields, to_yaml
 from ..runtime.messages import progress, say
+from ..runtime.metrics_log import METRICS_NAME, MetricsLog
 from ..runtime.run_dir import RunDirectory
 from ..runtime.signals import StopSignals
 from . import FinetuneResult
@@ -37,7 +38,7 @@ from .data import Images
 
 logger = logging.getLogger("dinolab.finetune")
 
-METRICS_NAME, SKIPPED_LOG = "metrics.jsonl", "skipped.log"
+SKIPPED_LOG = "skipped.log"
 RUN_FILES = ("checkpoint.pt", "checkpoint.prev.pt", METRICS_NAME, SKIPPED_LOG, "classifier.safetensors",
              "summary.json", "confusion.png")
 
@@ -74,8 +75,7 @@ def run_finetune(weights: Any, train_data: Any, out: str | os.PathLike, *, val: 
     try:
         stopped = train(job, on_epoch)
         if stopped:
-            say(f"stopped by {stopped} at step {job.step}; checkpoint saved. Continue with: "
-                f"dinolab finetune --resume --out {out}")
+            say(f"stopped by {stopped} at step {job.step}; checkpoint saved. Continue with: {resume_command(out)}")
             return FinetuneResult(Path(out), None, job.classes, {}, 1.0, history=job.history, stopped_by=stopped)
         from .report import finish
 
@@ -309,7 +309,7 @@ def evaluate(job: Job) -> dict[str, Any]:
             "val_balanced_accuracy": report["balanced_accuracy"], "val_macro_f1": report["macro_f1"]}
 
 
-def end_of_epoch(job: Job, epoch: int, metrics: Any, on_epoch: Callable | None) -> None:
+def end_of_epoch(job: Job, epoch: int, metrics: MetricsLog, on_epoch: Callable | None) -> None:
     record: dict[str, Any] = {"step": job.step, "epoch": epoch + 1,
                               "loss": float(np.mean(job.epoch_losses)) if job.epoch_losses else math.nan,
                               "lr": max(g["lr"] for g in job.optimizer.param_groups), **evaluate(job)}
@@ -332,26 +332,25 @@ def end_of_epoch(job: Job, epoch: int, metrics: Any, on_epoch: Callable | None) 
 
 def train(job: Job, on_epoch: Callable | None = None) -> str | None:
     """The epochs left; returns the signal that stopped the run (a checkpoint saved), or None."""
-    from ..runtime.metrics_log import MetricsLog
+    from ..runtime.loop import resumable_loop
 
-    metrics = MetricsLog(job.run_dir / METRICS_NAME)
-    metrics.truncate(job.step)
-    job.stops = StopSignals(say=say)
-    try:
-        with job.stops:
-            for epoch in range(job.start_epoch, job.epochs):
-                if job.early_stopped:
-                    break
-                if not run_epoch(job, epoch):
-                    checkpoint(job, epoch)
-                    return job.stops.reason
-                end_of_epoch(job, epoch, metrics, on_epoch)
-                if job.early_stopped:
-                    say(f"early stop after epoch {epoch + 1}: no better val {job.cfg.select} for "
-                        f"{job.since_best} epochs (best epoch {job.best['epoch']})")
-                    break
-                if job.stops.reason and epoch + 1 < job.epochs:
-                    return job.stops.reason
-    finally:
-        metrics.close()
+    with resumable_loop(job.run_dir, job.step, resume_command(job.run_dir), say) as (metrics, stops):
+        job.stops = stops
+        for epoch in range(job.start_epoch, job.epochs):
+            if job.early_stopped:
+                break
+            if not run_epoch(job, epoch):
+                checkpoint(job, epoch)
+                return stops.reason
+            end_of_epoch(job, epoch, metrics, on_epoch)
+            if job.early_stopped:
+                say(f"early stop after epoch {epoch + 1}: no better val {job.cfg.select} for "
+                    f"{job.since_best} epochs (best epoch {job.best['epoch']})")
+                break
+            if stops.reason and epoch + 1 < job.epochs:
+                return stops.reason
     return None
+
+
+def resume_command(run_dir: str | os.PathLike) -> str:
+    return f"dinolab finetune --resume --out {run_dir}"

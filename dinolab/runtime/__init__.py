@@ -7,6 +7,7 @@ Nothing here knows about a particular objective or model family; ``dinolab.train
   ranges declared with the fields (:class:`~.config_loader.ConfigSchema`, :func:`~.config_loader.bounded`).
 - :mod:`.checkpoint`: atomic checkpoints with the previous one kept, read without running code.
 - :mod:`.metrics_log`: ``metrics.jsonl``, truncated on resume.
+- :mod:`.loop`: the metrics log and stop signals a resumable loop opens (align, fine-tuning, segment fit).
 - :mod:`.schedules`: the freeze + warm-up + cosine schedule.
 - :mod:`.distributed`, :mod:`.fsdp`: torchrun process groups, DDP / FSDP2 wrapping, sharded checkpoints.
 - :mod:`.cpu_memory`: glibc settings that keep freed memory for reuse in CPU training.

@@ -24,6 +24,8 @@ from typing import Any
 from ..errors import DinolabError
 from ..io import atomic_save_text
 
+METRICS_NAME = "metrics.jsonl"  # its name in every run directory
+
 
 def _json_value(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
@@ -56,9 +58,11 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 class MetricsLog:
     """Append-only JSON-lines log with ``truncate(step)`` for resuming."""
 
-    def __init__(self, path: str | os.PathLike, enabled: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike, enabled: bool = True, resume_command: str | None = None) -> None:
         self.path = Path(path)
         self.enabled = enabled  # False: writes and truncation do nothing (ranks other than 0)
+        # what the user runs to continue after a full disk
+        self.resume_command = resume_command or f"dinolab train --resume {self.path.parent}"
         self._file = None
 
     def truncate(self, step: int) -> None:
@@ -90,7 +94,7 @@ class MetricsLog:
             self._file = None
             raise DinolabError(f"no space left on the device while writing {self.path}; the last checkpoint in "
                                f"{self.path.parent} is intact. Free some disk space and continue with "
-                               f"`dinolab train --resume {self.path.parent}`") from e
+                               f"`{self.resume_command}`") from e
 
     def close(self) -> None:
         if self._file is not None:

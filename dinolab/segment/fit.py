@@ -32,15 +32,15 @@ from ..io import atomic_save_text
 from ..runtime.checkpoint import capture_rng_state, restore_rng_state, resume_state, save_checkpoint
 from ..runtime.config_loader import check_fields, to_yaml
 from ..runtime.messages import progress, say
+from ..runtime.metrics_log import METRICS_NAME, MetricsLog
 from ..runtime.run_dir import RunDirectory
-from ..runtime.signals import StopSignals
 from .augment import random_crop_pair
 from .config import CONFIG_NAME, SEGMENT_SCHEMA, SegmentConfig
 from .data import SegmentationData, count_classes, load_segmentation_data
 from .head import BACKBONE_FILE, CONFIG_FILE, HEAD_FILE, SegmentationHead, Segmenter, save_segmenter
 from .masks import IGNORE
 
-METRICS_NAME, SKIPPED_LOG = "metrics.jsonl", "skipped.log"
+SKIPPED_LOG = "skipped.log"
 _RUN_FILES = ("checkpoint.pt", "checkpoint.prev.pt", METRICS_NAME, SKIPPED_LOG, CONFIG_FILE, HEAD_FILE,
               BACKBONE_FILE, "backbone.json")
 
@@ -90,8 +90,6 @@ def fit(weights_or_model: str | os.PathLike | nn.Module, images: Any = None, mas
 
             job.history.append({"step": 0, **fit_logreg(job.seg, job.pairs, cfg, job.device, job.precision)})
             if job.run_dir is not None:
-                from ..runtime.metrics_log import MetricsLog
-
                 with contextlib.closing(MetricsLog(job.run_dir / METRICS_NAME)) as metrics:
                     metrics.write(job.history[-1])
             stopped = None
@@ -212,35 +210,29 @@ def _checkpoint(job: _Job) -> None:
 
 def _train(job: _Job) -> str | None:
     """The steps left; returns the signal that stopped the run (a checkpoint saved), or None."""
-    from ..runtime.metrics_log import MetricsLog
+    from ..runtime.loop import resumable_loop
 
     cfg = job.cfg
-    metrics = MetricsLog(job.run_dir / METRICS_NAME) if job.run_dir is not None else None
-    if metrics is not None:
-        metrics.truncate(job.step)
-    stops = StopSignals(say=say) if job.run_dir is not None else None
     job.seg.head.train()
     losses: list[float] = []
     bar = progress(range(job.step, cfg.steps), enabled=cfg.progress, desc="segment fit", unit="step")
-    try:
-        with stops if stops is not None else contextlib.nullcontext():
-            for _ in bar:
-                losses.append(_step(job))
-                if job.step % cfg.checkpoint_every == 0 or job.step == cfg.steps:
-                    record = {"step": job.step, "loss": float(np.mean(losses)),
-                              "lr": job.optimizer.param_groups[0]["lr"]}
-                    losses = []
-                    job.history.append(record)
-                    if metrics is not None:
-                        metrics.write(record)
-                    _checkpoint(job)
-                if stops is not None and stops.reason and job.step < cfg.steps:
-                    _checkpoint(job)
-                    return stops.reason
-    finally:
-        if metrics is not None:
-            metrics.close()
+    with resumable_loop(job.run_dir, job.step, _resume_command(job.run_dir), say) as (metrics, stops):
+        for _ in bar:
+            losses.append(_step(job))
+            if job.step % cfg.checkpoint_every == 0 or job.step == cfg.steps:
+                record = {"step": job.step, "loss": float(np.mean(losses)), "lr": job.optimizer.param_groups[0]["lr"]}
+                losses = []
+                job.history.append(record)
+                metrics.write(record)  # a no-op without a run directory
+                _checkpoint(job)
+            if stops.reason and job.step < cfg.steps:
+                _checkpoint(job)
+                return stops.reason
     return None
+
+
+def _resume_command(run_dir: Path | None) -> str:
+    return f"dinolab segment fit --resume --out {run_dir}"
 
 
 def _finish(job: _Job, stopped: str | None) -> Segmenter:
@@ -254,6 +246,6 @@ def _finish(job: _Job, stopped: str | None) -> Segmenter:
                                               "pairs": len(job.pairs)}})
     if stopped:
         say(f"stopped by {stopped} at step {job.step}; checkpoint saved. Continue with: "
-            f"dinolab segment fit --resume --out {job.run_dir}")
+            f"{_resume_command(job.run_dir)}")
     seg.history, seg.skipped, seg.stopped_by = job.history, job.skipped, stopped
     return seg

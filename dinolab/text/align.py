@@ -25,7 +25,6 @@ full captions they are part of.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
@@ -43,6 +42,7 @@ from ..io import atomic_save_text
 from ..runtime.checkpoint import capture_rng_state, restore_rng_state, resume_state, save_checkpoint
 from ..runtime.config_loader import check_fields, to_yaml
 from ..runtime.messages import progress, say
+from ..runtime.metrics_log import METRICS_NAME, MetricsLog
 from ..runtime.run_dir import RunDirectory
 from ..runtime.signals import StopSignals
 from .align_config import ALIGN_SCHEMA, CONFIG_NAME, AlignConfig
@@ -57,7 +57,6 @@ from .vision_head import VisionHead
 logger = logging.getLogger("dinolab.text")
 
 SKIPPED_LOG = "skipped.log"
-METRICS_NAME = "metrics.jsonl"
 _RUN_FILES = ("checkpoint.pt", "checkpoint.prev.pt", METRICS_NAME, SKIPPED_LOG)
 
 
@@ -279,15 +278,14 @@ def _epoch(job: _Job, epoch: int, on_step: Callable[[int, float], None] | None) 
     return True
 
 
-def _end_of_epoch(job: _Job, epoch: int, metrics: Any) -> None:
+def _end_of_epoch(job: _Job, epoch: int, metrics: MetricsLog) -> None:
     model = job.model
     record: dict[str, Any] = {"step": job.step, "epoch": epoch + 1, "loss": float(np.mean(job.epoch_losses)),
                               "lr": job.optimizer.param_groups[0]["lr"], "logit_scale": model.scale}
     if job.features.cached and job.features.classes is not None:
         record["zeroshot_acc"] = cached_zeroshot(model, job.features, job.features.classes)
     job.epoch_losses = []
-    if metrics is not None:
-        metrics.write(record)
+    metrics.write(record)  # a no-op without a run directory
     _checkpoint(job, epoch + 1)
     logger.info("align epoch %d/%d: %s", epoch + 1, job.cfg.epochs, record)
     model.history.append(record)
@@ -295,25 +293,22 @@ def _end_of_epoch(job: _Job, epoch: int, metrics: Any) -> None:
 
 def _train(job: _Job, on_step: Callable[[int, float], None] | None) -> str | None:
     """The epochs left; returns the signal that stopped the run (a checkpoint saved), or None."""
-    from ..runtime.metrics_log import MetricsLog
+    from ..runtime.loop import resumable_loop
 
-    metrics = MetricsLog(job.run_dir / METRICS_NAME) if job.run_dir is not None else None
-    if metrics is not None:
-        metrics.truncate(job.step)
-    job.stops = StopSignals(say=say) if job.run_dir is not None else None
-    try:
-        with job.stops if job.stops is not None else contextlib.nullcontext():
-            for epoch in range(job.start_epoch, job.cfg.epochs):
-                if not _epoch(job, epoch, on_step):
-                    _checkpoint(job, epoch)  # mid-epoch: the partial epoch's losses go with it
-                    return job.stops.reason
-                _end_of_epoch(job, epoch, metrics)
-                if job.stops is not None and job.stops.reason and epoch + 1 < job.cfg.epochs:
-                    return job.stops.reason
-    finally:
-        if metrics is not None:
-            metrics.close()
+    with resumable_loop(job.run_dir, job.step, _resume_command(job.run_dir), say) as (metrics, stops):
+        job.stops = stops
+        for epoch in range(job.start_epoch, job.cfg.epochs):
+            if not _epoch(job, epoch, on_step):
+                _checkpoint(job, epoch)  # mid-epoch: the partial epoch's losses go with it
+                return job.stops.reason
+            _end_of_epoch(job, epoch, metrics)
+            if job.stops.reason and epoch + 1 < job.cfg.epochs:
+                return job.stops.reason
     return None
+
+
+def _resume_command(run_dir: Path | None) -> str:
+    return f"dinolab align --resume --out {run_dir}"
 
 
 def _finish(job: _Job, stopped: str | None) -> AlignedModel:
@@ -328,7 +323,7 @@ def _finish(job: _Job, stopped: str | None) -> AlignedModel:
                      metadata={"training": job.hyper})
     if stopped:
         say(f"stopped by {stopped} at step {job.step}; checkpoint saved. Continue with: "
-            f"dinolab align --resume --out {job.run_dir}")
+            f"{_resume_command(job.run_dir)}")
     model.skipped = job.skipped
     model.stopped_by = stopped
     return model

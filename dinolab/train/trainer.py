@@ -52,7 +52,7 @@ from ..runtime.cpu_memory import keep_freed_memory
 from ..runtime.distributed import Parallel
 from ..runtime.fsdp import SHARD_DIR, gathered_backbone, prune_shards, save_shard
 from ..runtime.messages import say
-from ..runtime.metrics_log import MetricsLog
+from ..runtime.metrics_log import METRICS_NAME, MetricsLog
 from ..runtime.run_dir import RunDirectory
 from .build import build_backbone, build_models, make_multicrop, random_init_backbone
 from .callbacks import Callback, EpochEnd, default_callbacks
@@ -68,7 +68,6 @@ from .step import StepRunner
 from .teacher import STUDENT_EXPORT_FILES, EMATeacher
 
 CONFIG_NAME = "config.yaml"
-METRICS_NAME = "metrics.jsonl"
 _RUN_FILES = (CONFIG_NAME, METRICS_NAME, "checkpoint.pt", "checkpoint.prev.pt", *EMATeacher.export_files,
               BAD_FILES_NAME, *STUDENT_EXPORT_FILES)
 
