@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_save_text
+from ..runtime.run_dir import write_skipped_log
 from . import FinetuneResult
 
 
@@ -69,7 +70,7 @@ def finish(job: Any) -> FinetuneResult:
     from ..eval.viz import plot_confusion_matrix
     from .classifier import FILE_NAME, save_classifier
     from .lora import merge_lora
-    from .trainer import SKIPPED_LOG, load_trainable, val_logits
+    from .trainer import load_trainable, val_logits
 
     if job.best:
         load_trainable(job, job.best["state"])
@@ -92,6 +93,6 @@ def finish(job: Any) -> FinetuneResult:
     atomic_save_text(job.run_dir / "summary.json", json.dumps(_json_safe(summary), indent=2) + "\n")
     plot_confusion_matrix(matrix, job.classes, job.run_dir / "confusion.png")
     if job.bad:
-        atomic_save_text(job.run_dir / SKIPPED_LOG, "".join(f"{p}\t{r}\n" for p, r in job.bad))
+        write_skipped_log(job.run_dir, job.bad)
     metrics = {**report, "nll": after, "nll_uncalibrated": before}
     return FinetuneResult(job.run_dir, path, list(job.classes), metrics, t, summary=summary, history=job.history)

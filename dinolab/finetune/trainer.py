@@ -30,7 +30,7 @@ from ..runtime.checkpoint import resume_state, save_checkpoint
 from ..runtime.config_loader import check_fields, to_yaml
 from ..runtime.messages import progress, say
 from ..runtime.metrics_log import METRICS_NAME, MetricsLog
-from ..runtime.run_dir import RunDirectory
+from ..runtime.run_dir import SKIPPED_LOG, RunDirectory
 from ..runtime.signals import StopSignals
 from . import FinetuneResult
 from .config import CONFIG_NAME, FINETUNE_SCHEMA, FinetuneConfig
@@ -38,7 +38,6 @@ from .data import Images
 
 logger = logging.getLogger("dinolab.finetune")
 
-SKIPPED_LOG = "skipped.log"
 RUN_FILES = ("checkpoint.pt", "checkpoint.prev.pt", METRICS_NAME, SKIPPED_LOG, "classifier.safetensors",
              "summary.json", "confusion.png")
 

@@ -29,7 +29,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from ..errors import DinolabError
 from ..io import atomic_save_text, remove_partial_writes
@@ -42,6 +42,7 @@ except ImportError:  # not POSIX: the lock falls back to the pid check alone
 logger = logging.getLogger("dinolab.runtime")
 
 LOCK_NAME = "run.lock"
+SKIPPED_LOG = "skipped.log"  # what a job could not use, one "item<TAB>reason" line each
 _HELD: dict[str, list] = {}  # real path of a lock file -> [file descriptor, holders in this process]
 
 
@@ -221,3 +222,10 @@ class RunDirectory:
     def close(self) -> None:
         """Release the lock (idempotent)."""
         self._lock.release()
+
+
+def write_skipped_log(run_dir: str | os.PathLike, skipped: Iterable[tuple[object, str]]) -> Path:
+    """``run_dir/skipped.log`` (atomically): one ``item\treason`` line per input the job left out."""
+    path = Path(run_dir) / SKIPPED_LOG
+    atomic_save_text(path, "".join(f"{item}\t{reason}\n" for item, reason in skipped))
+    return path

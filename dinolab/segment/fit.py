@@ -28,19 +28,17 @@ from torch import nn
 
 from ..errors import ConfigError, DataError, DinolabError
 from ..eval.dense import patch_tokens
-from ..io import atomic_save_text
 from ..runtime.checkpoint import capture_rng_state, restore_rng_state, resume_state, save_checkpoint
 from ..runtime.config_loader import check_fields, to_yaml
 from ..runtime.messages import progress, say
 from ..runtime.metrics_log import METRICS_NAME, MetricsLog
-from ..runtime.run_dir import RunDirectory
+from ..runtime.run_dir import SKIPPED_LOG, RunDirectory, write_skipped_log
 from .augment import random_crop_pair
 from .config import CONFIG_NAME, SEGMENT_SCHEMA, SegmentConfig
 from .data import SegmentationData, count_classes, load_segmentation_data
 from .head import BACKBONE_FILE, CONFIG_FILE, HEAD_FILE, SegmentationHead, Segmenter, save_segmenter
 from .masks import IGNORE
 
-SKIPPED_LOG = "skipped.log"
 _RUN_FILES = ("checkpoint.pt", "checkpoint.prev.pt", METRICS_NAME, SKIPPED_LOG, CONFIG_FILE, HEAD_FILE,
               BACKBONE_FILE, "backbone.json")
 
@@ -240,7 +238,7 @@ def _finish(job: _Job, stopped: str | None) -> Segmenter:
     seg.eval()
     if job.run_dir is not None and stopped is None:
         if job.skipped:
-            atomic_save_text(job.run_dir / SKIPPED_LOG, "".join(f"{w}\t{r}\n" for w, r in job.skipped))
+            write_skipped_log(job.run_dir, job.skipped)
         save_segmenter(seg, job.run_dir, backbone_path=job.backbone_path,
                        metadata={"training": {"head": job.cfg.head, "images": job.cfg.images, "steps": job.step,
                                               "pairs": len(job.pairs)}})

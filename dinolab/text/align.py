@@ -38,12 +38,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError, DinolabError
-from ..io import atomic_save_text
 from ..runtime.checkpoint import capture_rng_state, restore_rng_state, resume_state, save_checkpoint
 from ..runtime.config_loader import check_fields, to_yaml
 from ..runtime.messages import progress, say
 from ..runtime.metrics_log import METRICS_NAME, MetricsLog
-from ..runtime.run_dir import RunDirectory
+from ..runtime.run_dir import SKIPPED_LOG, RunDirectory, write_skipped_log
 from ..runtime.signals import StopSignals
 from .align_config import ALIGN_SCHEMA, CONFIG_NAME, AlignConfig
 from .align_features import FeatureSource, cached_zeroshot
@@ -56,7 +55,6 @@ from .vision_head import VisionHead
 
 logger = logging.getLogger("dinolab.text")
 
-SKIPPED_LOG = "skipped.log"
 _RUN_FILES = ("checkpoint.pt", "checkpoint.prev.pt", METRICS_NAME, SKIPPED_LOG)
 
 
@@ -318,7 +316,7 @@ def _finish(job: _Job, stopped: str | None) -> AlignedModel:
         raise RuntimeError("the frozen backbone changed during alignment")
     if job.run_dir is not None and stopped is None:
         if job.skipped:
-            atomic_save_text(job.run_dir / SKIPPED_LOG, "".join(f"{w}\t{r}\n" for w, r in job.skipped))
+            write_skipped_log(job.run_dir, job.skipped)
         save_aligned(model, job.run_dir, backbone_path=job.backbone_path, copy_backbone=job.cfg.copy_backbone,
                      metadata={"training": job.hyper})
     if stopped:
