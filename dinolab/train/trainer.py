@@ -62,7 +62,7 @@ from .data import RunData, build_run_data
 from .data_plan import BAD_FILES_NAME, DataPlan
 from .evaluation import eval_image_size, knn_accuracy
 from .objectives import Objectives
-from .optim import build_optimizer
+from .optim import build_optimizer, load_optimizer_state
 from .schedules import Schedules
 from .step import StepRunner
 from .teacher import STUDENT_EXPORT_FILES, EMATeacher
@@ -247,7 +247,7 @@ class Trainer:
             self.student.load_state_dict(state["student"])
             self.teacher_strategy.load_state_dict(state, self.run_dir)
             self.objectives.load_state_dict(state["objectives"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            load_optimizer_state(self.optimizer, state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise DinolabError(f"the checkpoint in {self.run_dir} does not match the config (model or heads changed?): "
                                f"{str(e).splitlines()[0]}; resume with the run's own config.yaml") from None
