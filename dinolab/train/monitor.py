@@ -29,7 +29,7 @@ ADVICE = {
                "{n} steps: the teacher does not sharpen enough. Lower teacher.teacher_temp and "
                "teacher.warmup_teacher_temp (the embedded default uses 0.01; `python bench/bench_head.py RUN` shows "
                "how far the head's logits spread); with softmax centering on small data, Sinkhorn-Knopp targets and "
-               "KoLeo help most (dino.centering=sinkhorn_knopp koleo.loss_weight=0.3, as the embedded default); "
+               "KoLeo help most (dino.centering=sinkhorn_knopp koleo.loss_weight=0.1, as the embedded default); "
                "or lower dino.out_dim",
     "one_prototype": "the teacher sends every image to the same few prototypes (batch perplexity {perplexity:.2f}) "
                      "for {n} steps: centering does not keep up. Raise teacher.momentum_teacher (e.g. 0.996-0.999), "
