@@ -74,9 +74,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     original = optim.adamw_kernel
-    student = Trainer(load_config(args.preset, args.overrides), tempfile.mkdtemp())
-    student.setup()
-    params = [q for g in student.optimizer.param_groups for q in g["params"]]
+    trainer = Trainer(load_config(args.preset, args.overrides), tempfile.mkdtemp())
+    trainer.setup()
+    params = [q for g in trainer.optimizer.param_groups for q in g["params"]]  # the student's, as AdamW sees them
     print(f"{args.preset} {' '.join(args.overrides)}: {sum(q.numel() for q in params):,} parameters in "
           f"{len(params)} tensors, {torch.get_num_threads()} thread(s)")
     opt_ms = {k: [] for k in KERNELS}

@@ -65,11 +65,16 @@ class _Shard(nn.Parameter):
         return self
 
 
+def _set_grads(params, step):
+    """Fixed gradients for step ``step``, different for every tensor and step."""
+    for j, p in enumerate(params):
+        p.grad = torch.sin(torch.arange(p.numel(), dtype=torch.float32).view_as(p) * (step + 1) + j)
+
+
 def _adamw_steps(params, kernel, steps, lr=1e-2, wd=0.1):
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd, **kernel)
     for i in range(steps):
-        for j, p in enumerate(params):
-            p.grad = torch.sin(torch.arange(p.numel(), dtype=torch.float32).view_as(p) * (i + 1) + j)
+        _set_grads(params, i)
         opt.step()
     return opt
 
@@ -101,8 +106,7 @@ def test_a_foreach_checkpoint_resumes_into_the_fused_kernel_on_the_same_trajecto
     load_optimizer_state(fused, saved)
     assert fused.param_groups[0]["fused"] is True and not fused.param_groups[0]["foreach"]
     for i in (3, 4):
-        for j, p in enumerate(after):
-            p.grad = torch.sin(torch.arange(p.numel(), dtype=torch.float32).view_as(p) * (i + 1) + j)
+        _set_grads(after, i)
         fused.step()
     for a, b in zip(after, straight):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
