@@ -53,6 +53,23 @@ def truncated_copy(src: Path, dst: Path, keep: float = 0.5) -> Path:
 
 
 @pytest.fixture
+def full_metrics_disk(monkeypatch):
+    """Every ``metrics.jsonl`` write fails as on a full disk (ENOSPC)."""
+    import errno
+
+    from dinolab.runtime import metrics_log
+
+    class Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(metrics_log, "open", lambda *a, **k: Full(), raising=False)
+
+
+@pytest.fixture
 def make_image():
     """``make_image(path, size=(w, h), mode="RGB", seed=0, color=None, **save_kwargs) -> path``."""
     return write_image

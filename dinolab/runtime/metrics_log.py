@@ -56,13 +56,16 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 class MetricsLog:
-    """Append-only JSON-lines log with ``truncate(step)`` for resuming."""
+    """Append-only JSON-lines log with ``truncate(step)`` for resuming.
+
+    ``resume_command`` (e.g. ``dinolab train --resume RUN``) is what an out-of-disk error tells the user to
+    run once space is freed; None for a job that writes no checkpoint, whose advice is to run it again.
+    """
 
     def __init__(self, path: str | os.PathLike, enabled: bool = True, resume_command: str | None = None) -> None:
         self.path = Path(path)
         self.enabled = enabled  # False: writes and truncation do nothing (ranks other than 0)
-        # what the user runs to continue after a full disk
-        self.resume_command = resume_command or f"dinolab train --resume {self.path.parent}"
+        self.resume_command = resume_command
         self._file = None
 
     def truncate(self, step: int) -> None:
@@ -92,9 +95,13 @@ class MetricsLog:
             with contextlib.suppress(OSError):  # closing would flush the same bytes into the same full disk
                 self._file.close()
             self._file = None
-            raise DinolabError(f"no space left on the device while writing {self.path}; the last checkpoint in "
-                               f"{self.path.parent} is intact. Free some disk space and continue with "
-                               f"`{self.resume_command}`") from e
+            if self.resume_command is None:
+                advice = (f"the job wrote no checkpoint, so there is nothing to resume: free some disk space and "
+                          f"run the same command again (add --force to replace the partial {self.path.parent})")
+            else:
+                advice = (f"the last checkpoint in {self.path.parent} is intact. Free some disk space and continue "
+                          f"with `{self.resume_command}`")
+            raise DinolabError(f"no space left on the device while writing {self.path}; {advice}") from e
 
     def close(self) -> None:
         if self._file is not None:

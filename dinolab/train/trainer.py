@@ -198,7 +198,8 @@ class Trainer:
                                parallel=self.parallel, step_module=self.step_module, objectives=self.objectives,
                                teacher=self.teacher_strategy, data=self.data_plan, crop_plan=CropPlan(c, ipe),
                                multicrop=make_multicrop(c), make_multicrop=lambda sizes: make_multicrop(c, sizes))
-        self.metrics = MetricsLog(self.run_dir / METRICS_NAME, enabled=self.rank == 0)
+        self.metrics = MetricsLog(self.run_dir / METRICS_NAME, enabled=self.rank == 0,
+                                  resume_command=f"dinolab train --resume {self.run_dir}")
         self.callbacks = default_callbacks(self)
         self.nonfinite_streak = 0
         self.last_knn: dict[int, float] | None = None

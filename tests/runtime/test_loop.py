@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
@@ -10,7 +9,6 @@ import signal
 import pytest
 
 from dinolab.errors import DinolabError
-from dinolab.runtime import metrics_log
 from dinolab.runtime.loop import resumable_loop
 from dinolab.runtime.metrics_log import read_metrics
 
@@ -42,15 +40,7 @@ def test_without_a_run_directory_nothing_is_written_and_ctrl_c_keeps_its_meaning
     assert stops.reason is None and list(tmp_path.iterdir()) == []
 
 
-def test_a_full_disk_names_the_command_that_continues_this_job(tmp_path, monkeypatch):
-    class Full:
-        def write(self, text):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(metrics_log, "open", lambda *a, **k: Full(), raising=False)
+def test_a_full_disk_names_the_command_that_continues_this_job(tmp_path, full_metrics_disk):
     with pytest.raises(DinolabError, match=r"no space left.*intact.*`dinolab segment fit --resume --out R`"):
         with resumable_loop(tmp_path, 0, "dinolab segment fit --resume --out R") as (metrics, _):
             metrics.write({"step": 1})

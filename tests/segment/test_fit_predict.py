@@ -26,6 +26,14 @@ def backbone():
     return dinolab.create_model("vit_tiny", img_size=16, patch_size=8, depth=2, embed_dim=32, num_heads=2).eval()
 
 
+def test_logreg_on_a_full_disk_says_to_run_again_not_to_resume(backbone, tmp_path, full_metrics_disk):
+    from dinolab.errors import DinolabError
+
+    with pytest.raises(DinolabError, match=r"no space left.*nothing to resume.*run the same command again") as e:
+        fit(backbone, SHAPES, head="logreg", image_size=32, out=tmp_path / "seg", **CPU)
+    assert "--resume" not in str(e.value)
+
+
 def test_sliding_windows_average_the_windows_logits(backbone):
     torch.manual_seed(1)
     head = SegmentationHead(32, 3).eval()
