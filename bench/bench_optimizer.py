@@ -15,20 +15,13 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
+from step_timing import ab_arguments, median_step_ms, new_trainer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout
-
-import dinolab.train.optim as optim  # noqa: E402
-from dinolab.train.config import load_config  # noqa: E402
-from dinolab.train.trainer import Trainer  # noqa: E402
+import dinolab.train.optim as optim
 
 KERNELS = ("foreach", "fused")
 
@@ -50,31 +43,16 @@ def optimizer_step_ms(params: list[torch.Tensor], kernel: str, calls: int = 50) 
 def training_step_ms(preset: str, overrides: list[str], kernel: str, steps: int) -> float:
     """Median ms of ``steps`` training steps of a fresh trainer whose AdamW uses ``kernel``."""
     optim.adamw_kernel = lambda params: {kernel: True}
-    trainer = Trainer(load_config(preset, ["train.epochs=1000", *overrides]), tempfile.mkdtemp())
-    batches = iter(trainer.batches(trainer.setup()))
+    trainer = new_trainer(preset, overrides)
+    ms = median_step_ms(trainer, steps)
     assert trainer.optimizer.defaults.get(kernel) is True
-    times = []
-    for n in range(5 + steps):
-        it, micro = next(batches)
-        t = time.perf_counter()
-        trainer.train_step(it, micro)
-        if n >= 5:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
+    return ms
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("preset", nargs="?", default="default")
-    p.add_argument("overrides", nargs="*", help="key=value config overrides")
-    p.add_argument("--rounds", type=int, default=3, help="A/B rounds (default 3)")
-    p.add_argument("--steps", type=int, default=60, help="timed training steps per round (default 60)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = ab_arguments(__doc__.splitlines()[0], steps=60)
     original = optim.adamw_kernel
-    trainer = Trainer(load_config(args.preset, args.overrides), tempfile.mkdtemp())
+    trainer = new_trainer(args.preset, args.overrides)
     trainer.setup()
     params = [q for g in trainer.optimizer.param_groups for q in g["params"]]  # the student's, as AdamW sees them
     print(f"{args.preset} {' '.join(args.overrides)}: {sum(q.numel() for q in params):,} parameters in "

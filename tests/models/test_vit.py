@@ -261,3 +261,20 @@ def test_config_rebuilds_identical_architecture():
     x = torch.randn(1, 3, 32, 32)
     torch.testing.assert_close(m.eval()(x), m2.eval()(x))
     assert dinolab.create_model is create_model
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (1, 3, 20, 37), (3, 1, 16, 24)])
+def test_patch_embed_is_the_strided_convolution_of_its_weights(shape):
+    from dinolab.models.layers.patch_embed import PatchEmbed
+
+    torch.manual_seed(0)
+    pe = PatchEmbed(8, shape[1], 16)
+    x = torch.randn(*shape, requires_grad=True)
+    got = pe(x)
+    want = F.conv2d(x, pe.proj.weight, pe.proj.bias, stride=8).flatten(2).transpose(1, 2)
+    assert got.shape == (shape[0], (shape[2] // 8) * (shape[3] // 8), 16)  # remainder rows / columns dropped
+    assert torch.allclose(got, want, atol=1e-5)
+    g = torch.randn_like(got)
+    grads = torch.autograd.grad((got * g).sum(), (x, pe.proj.weight))
+    ref = torch.autograd.grad((want * g).sum(), (x, pe.proj.weight))
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(grads, ref))
