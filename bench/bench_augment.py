@@ -1,6 +1,8 @@
 """Throughput of the batched multi-crop augmentation: images/s for 2×224 + 8×96 crops of 256×256 images.
 
 Run: ``python bench/bench_augment.py [--batch 64] [--repeats 5] [--device cpu] [--interpolation bicubic]``.
+With ``--preset NAME`` (e.g. ``default``) it times that training config's own crops instead, e.g. the embedded
+default's 2×32 + 4×16 px crops of 64 px digits: ``python bench/bench_augment.py --preset default --batch 32 --size 64``.
 Prints the median wall-clock rate and the CPU time per image (CPU time is steadier than wall time on a
 machine shared with other jobs).
 """
@@ -17,6 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout, not an installed copy
 from dinolab.data.multicrop import MultiCrop  # noqa: E402
+from dinolab.train.build import make_multicrop  # noqa: E402
+from dinolab.train.config import load_config  # noqa: E402
 
 
 def main() -> None:
@@ -26,6 +30,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--interpolation", default="bicubic", choices=["bicubic", "bilinear", "both"])
+    parser.add_argument("--preset", default=None, help="time this training config's crops (e.g. default)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
@@ -34,11 +39,16 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (args.batch, 3, args.size, args.size), dtype=torch.uint8, generator=g).to(device)
     sizes = torch.full((args.batch, 2), args.size, device=device)
-    modes = ["bicubic", "bilinear"] if args.interpolation == "both" else [args.interpolation]
-    print(f"MultiCrop.dino_v1 (2×224 + 8×96 crops) on {args.batch} images of {args.size}×{args.size}, "
-          f"{device}, {torch.get_num_threads()} threads")
-    for mode in modes:
-        mc = MultiCrop.dino_v1(interpolation=mode)
+    if args.preset:
+        config = load_config(args.preset)
+        crops = {config.crops.options.get("interpolation", "bicubic"): make_multicrop(config)}
+        what = f"{args.preset}'s crops"
+    else:
+        modes = ["bicubic", "bilinear"] if args.interpolation == "both" else [args.interpolation]
+        crops = {mode: MultiCrop.dino_v1(interpolation=mode) for mode in modes}
+        what = "MultiCrop.dino_v1 (2×224 + 8×96 crops)"
+    print(f"{what} on {args.batch} images of {args.size}×{args.size}, {device}, {torch.get_num_threads()} threads")
+    for mode, mc in crops.items():
         mc(images, sizes, g)  # warm-up
         walls, cpus = [], []
         for _ in range(args.repeats):

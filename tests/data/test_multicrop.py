@@ -137,6 +137,30 @@ def test_strong_downscaling_averages_instead_of_aliasing():
     torch.testing.assert_close(_unnorm(out.global_crops[:1]).double(), block_mean, atol=1e-5, rtol=0)
 
 
+def test_mip_atlas_packs_each_level_with_its_margin_and_zeros_the_rest():
+    g = _gen(5)
+    img = torch.randint(0, 256, (2, 3, 20, 12), dtype=torch.uint8, generator=g)
+    x = torch.rand(2, 3, 20, 12, generator=g)
+    assert torch.equal(M._half(x.clone()), F.avg_pool2d(x, 2))  # the fast 2×2 mean is avg_pool2d's, bit for bit
+    atlas = M._MipAtlas(img, 2)
+    m = M._MARGIN
+    covered = torch.zeros(atlas.tensor.shape[-2:], dtype=torch.bool)
+    level = img.double() / 255
+    for k, (y, x0) in enumerate(atlas.origins):
+        y, x0 = int(y), int(x0)
+        h, w = level.shape[-2:]
+        torch.testing.assert_close(atlas.tensor[..., y:y + h, x0:x0 + w].double(), level, atol=1e-6, rtol=0)
+        # the margin replicates the level's edge pixels
+        torch.testing.assert_close(atlas.tensor[..., y - m, x0:x0 + w].double(), level[..., 0, :], atol=1e-6, rtol=0)
+        torch.testing.assert_close(atlas.tensor[..., y:y + h, x0 + w + m - 1].double(), level[..., :, -1],
+                                   atol=1e-6, rtol=0)
+        covered[y - m:y + h + m, x0 - m:x0 + w + m] = True
+        if k < 2:
+            level = level.view(2, 3, h // 2, 2, w // 2, 2).mean(dim=(3, 5))
+    assert len(atlas.origins) == 3 and (~covered).any()
+    assert (atlas.tensor[..., ~covered] == 0).all()
+
+
 @pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
 def test_padding_never_leaks_into_crops(mode):
     g = _gen(5)
