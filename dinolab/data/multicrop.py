@@ -128,6 +128,13 @@ def _pad_images(images: Tensor, sizes: Tensor, pad: float) -> tuple[Tensor, Tens
     new_sizes = sizes + 2 * offsets
     h_max, w_max = (int(v) for v in new_sizes.max(0).values)
     out = images.new_empty((images.shape[0], 3, h_max, w_max))
+    if bool((sizes == sizes[0]).all()):  # one size (a built-in set, a resized folder): the whole batch at once
+        (h, w), (ph, pw) = sizes[0].tolist(), offsets[0].tolist()
+        img = images[:, :, :h, :w]
+        ring = torch.cat([img[:, :, 0], img[:, :, -1], img[:, :, :, 0], img[:, :, :, -1]], 2)  # B×3×(2h+2w)
+        out[:, :, : h + 2 * ph, : w + 2 * pw] = ring.median(dim=2).values[..., None, None]
+        out[:, :, ph:ph + h, pw:pw + w] = img
+        return out, new_sizes, offsets
     for i, ((h, w), (ph, pw)) in enumerate(zip(sizes.tolist(), offsets.tolist())):
         img = images[i, :, :h, :w]
         ring = torch.cat([img[:, 0], img[:, -1], img[:, :, 0], img[:, :, -1]], 1)  # 3×(2h+2w)

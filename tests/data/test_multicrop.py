@@ -352,3 +352,21 @@ def test_pad_places_the_object_at_varied_positions_and_sizes():
     assert cy[seen].std() > 3 and cx[seen].std() > 3  # and moved about
     with pytest.raises(ConfigError, match="pad=-0.1"):
         MultiCrop(pad=-0.1)
+
+
+@pytest.mark.parametrize("sizes", [[[12, 10]] * 3, [[12, 10], [9, 12], [12, 12]]])
+def test_pad_fills_each_canvas_with_its_own_ring_median(sizes):
+    # one size takes the batched path, mixed sizes the per-image one: both give each image its own fill
+    g = _gen(7)
+    images = torch.randint(0, 256, (3, 3, 12, 12), dtype=torch.uint8, generator=g)
+    sizes = torch.tensor(sizes)
+    out, new_sizes, offsets = M._pad_images(images, sizes, 0.5)
+    for i, (h, w) in enumerate(sizes.tolist()):
+        img = images[i, :, :h, :w]
+        ph, pw = round(h * 0.5), round(w * 0.5)
+        assert offsets[i].tolist() == [ph, pw] and new_sizes[i].tolist() == [h + 2 * ph, w + 2 * pw]
+        ring = torch.cat([img[:, 0], img[:, -1], img[:, :, 0], img[:, :, -1]], 1).sort(dim=1).values
+        fill = ring[:, (ring.shape[1] - 1) // 2]  # the lower median, as torch.median
+        expected = fill[:, None, None].expand(3, h + 2 * ph, w + 2 * pw).clone()
+        expected[:, ph:ph + h, pw:pw + w] = img
+        assert torch.equal(out[i, :, :h + 2 * ph, :w + 2 * pw], expected)
