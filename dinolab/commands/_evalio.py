@@ -129,11 +129,20 @@ def bad_files_report(where: str, bad: Sequence[tuple[str, str]], limit: int = 50
     return "\n".join(lines)
 
 
-def features(emb, patch_mean: bool = False):
-    """CLS features, with the mean patch token appended when ``patch_mean``: ``(N, D')`` float32."""
+def features(emb, patch_mean: bool = False, unit_parts: bool = False):
+    """CLS features, with the mean patch token appended when ``patch_mean``: ``(N, D')`` float32.
+
+    ``unit_parts``: each part L2-normalised before they are joined, so that cosine similarity weighs the
+    two equally (the final-norm CLS is typically 2-3x the patch mean's norm and would otherwise dominate).
+    """
     import numpy as np
 
-    return np.concatenate([emb.cls, emb.patch_mean], axis=1) if patch_mean else emb.cls
+    if not patch_mean:
+        return emb.cls
+    parts = [emb.cls, emb.patch_mean]
+    if unit_parts:
+        parts = [p / np.linalg.norm(p, axis=1, keepdims=True).clip(1e-12) for p in parts]
+    return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
 
 
 def align_labels(reference, other, what: str, *, allow_missing: bool = False):
@@ -211,7 +220,8 @@ def check_save(args: argparse.Namespace) -> None:
 
 
 def save_classifier_from(args: argparse.Namespace, splits: SplitLoader, reference, kind: str, tensors: dict,
-                         params: dict, num_classes: int, n_last_blocks: int = 1, patch_mean: bool = False) -> None:
+                         params: dict, num_classes: int, n_last_blocks: int = 1, patch_mean: bool = False,
+                         unit_parts: bool = False) -> None:
     """Write ``--save`` (when given): the classifier on ``reference``'s features, with its backbone and preprocess."""
     if not getattr(args, "save", None):
         return
@@ -221,6 +231,7 @@ def save_classifier_from(args: argparse.Namespace, splits: SplitLoader, referenc
     model = splits._model
     backbone = backbone_record(model, args.weights) if model is not None else {"path": None, "fingerprint": None}
     feature = {"n_last_blocks": n_last_blocks, "patch_mean": patch_mean,
+               **({"unit_parts": True} if unit_parts else {}),
                "dim": int(next(iter(v.shape[1] for k, v in tensors.items() if v.ndim == 2)))}
     pp = splits.preprocess.to_dict() if splits.preprocess is not None else None
     save_classifier(args.save, SavedClassifier(kind, classes, tensors, params, feature, backbone, pp))

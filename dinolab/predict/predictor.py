@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, WeightsError
@@ -48,14 +49,17 @@ class Predictor(nn.Module):
 
 
 def backbone_features(model: nn.Module, pixels: torch.Tensor, n_last_blocks: int = 1,
-                      patch_mean: bool = False) -> torch.Tensor:
+                      patch_mean: bool = False, unit_parts: bool = False) -> torch.Tensor:
     """``(B, D')`` features as :func:`dinolab.embed` makes them: the normed CLS of the last ``n_last_blocks``
-    blocks, then (``patch_mean``) the mean of the last block's patch tokens."""
+    blocks, then (``patch_mean``) the mean of the last block's patch tokens; ``unit_parts``: each of them
+    L2-normalised first (``dinolab knn --patch-mean``)."""
     from ..eval.microbatch import in_micro_batches, micro_batch_size_for
 
     forward = lambda x: model.get_intermediate_layers(x, n_last_blocks, return_class_token=True)  # noqa: E731
     outputs = in_micro_batches(forward, pixels, micro_batch_size_for(model, pixels))
     parts = [c.float() for _, c in outputs] + ([outputs[-1][0].float().mean(dim=1)] if patch_mean else [])
+    if unit_parts:
+        parts = [F.normalize(p, dim=-1) for p in parts]
     return torch.cat(parts, dim=-1)
 
 
@@ -83,7 +87,7 @@ class FeaturePredictor(Predictor):
         f = self.saved.feature
         with torch.no_grad():
             feats = backbone_features(self.backbone, pixels, int(f.get("n_last_blocks", 1)),
-                                      bool(f.get("patch_mean", False)))
+                                      bool(f.get("patch_mean", False)), bool(f.get("unit_parts", False)))
             return self.head(feats)
 
 

@@ -12,7 +12,8 @@ kind                    tensors                                                p
 
 The safetensors metadata holds ``format = "dinolab-feature-classifier"`` and ``record``, a JSON object:
 ``kind``, ``classes``, ``params`` (k, temperature, method...), ``feature`` (``n_last_blocks``,
-``patch_mean``, ``dim``: how the features are made from the backbone's tokens, as ``dinolab embed``
+``patch_mean``, ``dim`` and, from ``dinolab knn --patch-mean``, ``unit_parts``: each part L2-normalised
+before they are joined; how the features are made from the backbone's tokens, as ``dinolab embed``
 makes them), ``preprocess`` (what the backbone was fed) and ``backbone``: its ``path`` and
 ``fingerprint`` (SHA-256 of its state dict, :func:`dinolab.text.aligned.state_fingerprint`).
 

@@ -7,6 +7,7 @@ import torch
 import dinolab
 from dinolab.cli import main
 from dinolab.eval.features import Embeddings
+from dinolab.eval.knn import knn_classify
 
 
 def clusters(path, n_per_class, classes=("a", "b", "c", "d", "e", "f"), flip=None, seed=0):
@@ -111,3 +112,39 @@ def test_help_renders(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 0 and "usage" in capsys.readouterr().out
+
+
+def _cls_and_patch(path, labels, seed):
+    """A CLS of large-norm noise and a patch mean that holds the class: only the patch mean separates them."""
+    rng = np.random.default_rng(seed)
+    cls = (40 * rng.normal(size=(len(labels), 64))).astype(np.float32)
+    patch = (np.eye(8)[labels] + 0.05 * rng.normal(size=(len(labels), 8))).astype(np.float32)
+    Embeddings([f"{i}.png" for i in range(len(labels))], cls, patch_mean=patch, labels=labels,
+               classes=list("abcdef")).save(path)
+    return cls, patch
+
+
+def test_patch_mean_joins_unit_cls_and_unit_patch_mean(tmp_path, capsys):
+    ytr, yva = np.repeat(np.arange(6), 20), np.repeat(np.arange(6), 5)
+    ctr, ptr = _cls_and_patch(tmp_path / "train.npz", ytr, 0)
+    cva, pva = _cls_and_patch(tmp_path / "val.npz", yva, 1)
+    base = ["knn", "--train-embeddings", str(tmp_path / "train.npz"), "--val-embeddings", str(tmp_path / "val.npz"),
+            "--k", "10", "--faiss", "no"]
+    assert main([*base, "--out", str(tmp_path / "cls.json")]) == 0
+    assert main([*base, "--patch-mean", "--out", str(tmp_path / "pm.json")]) == 0
+    assert "72-d features (CLS + mean patch token)" in capsys.readouterr().out
+    cls_only = json.loads((tmp_path / "cls.json").read_text())["results"]["10"]["top1"]
+    joined = json.loads((tmp_path / "pm.json").read_text())
+    assert cls_only < 0.5 and joined["patch_mean"] is True
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+    expected = knn_classify(np.concatenate([unit(ctr), unit(ptr)], 1), ytr, np.concatenate([unit(cva), unit(pva)], 1),
+                            yva, k=10, use_faiss=False)[10]["top1"]
+    raw = knn_classify(np.concatenate([ctr, ptr], 1), ytr, np.concatenate([cva, pva], 1), yva, k=10,
+                       use_faiss=False)[10]["top1"]
+    assert joined["results"]["10"]["top1"] == pytest.approx(expected) and expected > 0.95 and raw < 0.5
+
+
+def test_patch_mean_needs_embeddings_made_with_it(tmp_path, capsys):
+    train, val = clusters(tmp_path / "train.npz", 5), clusters(tmp_path / "val.npz", 2)
+    assert main(["knn", "--train-embeddings", str(train), "--val-embeddings", str(val), "--patch-mean"]) == 2
+    assert "has no patch_mean" in capsys.readouterr().err

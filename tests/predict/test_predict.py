@@ -61,6 +61,23 @@ def test_knn_save_then_predict_reproduces_knn(tiny, tmp_path):
     assert saved.preprocess["image_size"] == 16 and saved.backbone["fingerprint"]
 
 
+def test_knn_patch_mean_save_then_predict_reproduces_knn(tiny, tmp_path):
+    root, weights, _, _ = tiny
+    kw = dict(image_size=16, device="cpu", precision="fp32", progress=False, patch_mean=True)
+    model = dinolab.load_model(weights)
+    tr, te = dinolab.embed(model, TRAIN, **kw), dinolab.embed(model, TEST, **kw)
+    c = tmp_path / "knn.safetensors"
+    assert main(["knn", weights, "--train", TRAIN, "--val", TEST, "--k", "5", "--patch-mean", "--save", str(c), *E]) == 0
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(c), TEST, "--out", str(out), *E]) == 0
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+    joined = lambda e: np.concatenate([unit(e.cls), unit(e.patch_mean)], 1)  # noqa: E731
+    expected = knn_classify(joined(tr), tr.labels, joined(te), k=5, use_faiss=False)[5]["predictions"]
+    assert np.array_equal(_labels(_csv(out), tr.classes), expected)
+    saved = read_classifier(c)
+    assert saved.feature["patch_mean"] and saved.feature["unit_parts"] and saved.feature["dim"] == 64
+
+
 def test_prototype_save_then_predict_reproduces_nearest_centroid(tiny, tmp_path):
     root, weights, tr, te = tiny
     c = tmp_path / "proto.safetensors"
