@@ -132,17 +132,13 @@ def bad_files_report(where: str, bad: Sequence[tuple[str, str]], limit: int = 50
 def features(emb, patch_mean: bool = False, unit_parts: bool = False):
     """CLS features, with the mean patch token appended when ``patch_mean``: ``(N, D')`` float32.
 
-    ``unit_parts``: each part L2-normalised before they are joined, so that cosine similarity weighs the
-    two equally (the final-norm CLS is typically 2-3x the patch mean's norm and would otherwise dominate).
+    ``unit_parts``: each part L2-normalised before they are joined (:meth:`Embeddings.cls_with_patch_mean`).
     """
     import numpy as np
 
     if not patch_mean:
         return emb.cls
-    parts = [emb.cls, emb.patch_mean]
-    if unit_parts:
-        parts = [p / np.linalg.norm(p, axis=1, keepdims=True).clip(1e-12) for p in parts]
-    return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+    return emb.cls_with_patch_mean() if unit_parts else np.concatenate([emb.cls, emb.patch_mean], axis=1)
 
 
 def align_labels(reference, other, what: str, *, allow_missing: bool = False):

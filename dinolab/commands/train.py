@@ -113,5 +113,7 @@ def run(args: argparse.Namespace) -> int:
             raw = (result.knn_raw_pixels or {}).get(k)
             vs = [f"{label}: {v:.1%}" for label, v in ((f"at the start ({trainer.config.model.pretrained})", start),
                                                          ("random init", base), ("raw pixels", raw)) if v is not None]
-            print(f"k-NN top-1 @ k={k}: {acc:.1%}" + (f"   ({', '.join(vs)})" if vs else ""))
+            joined = (result.knn_patch_mean or {}).get(k)
+            extra = f"; with the mean patch token (knn --patch-mean): {joined:.1%}" if joined is not None else ""
+            print(f"k-NN top-1 @ k={k}: {acc:.1%}" + (f"   ({', '.join(vs)})" if vs else "") + extra)
     return 0

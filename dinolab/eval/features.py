@@ -61,6 +61,16 @@ class Embeddings:
     def dim(self) -> int:
         return int(self.cls.shape[1])
 
+    def cls_with_patch_mean(self) -> np.ndarray:
+        """``(N, 2D)`` float32: the L2-normalised CLS and L2-normalised mean patch token side by side, the feature
+        of ``dinolab knn --patch-mean`` (each part weighs the same in a cosine; the final-norm CLS is typically
+        2-3x the patch mean's norm and would otherwise dominate). Needs embeddings made with ``patch_mean``."""
+        if self.patch_mean is None:
+            raise DataError("these embeddings have no patch_mean; embed with patch_mean=True "
+                            "(`dinolab embed ... --patch-mean`)")
+        parts = [p / np.linalg.norm(p, axis=1, keepdims=True).clip(1e-12) for p in (self.cls, self.patch_mean)]
+        return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write an ``.npz`` (plain arrays, no pickles) atomically; returns the path."""
         arrays: dict[str, np.ndarray] = {

@@ -49,16 +49,20 @@ class ExportBackbone(Callback):
 
 class KNNEvaluation(Callback):
     """k-NN top-1 of the eval backbone every ``eval.knn_every`` epochs (0: at the end only; -1: never),
-    logged to ``metrics.jsonl``; the last result is ``trainer.last_knn``. Labelled data only, rank 0."""
+    logged to ``metrics.jsonl``; the last result is ``trainer.last_knn`` (CLS, what ``dinolab knn`` uses) and
+    ``trainer.last_knn_patch_mean`` (``dinolab knn --patch-mean``). Labelled data only, rank 0."""
 
     def on_epoch_end(self, trainer: Trainer, end: EpochEnd) -> None:
         every = trainer.config.eval.knn_every
         due = (every > 0 and end.epoch % every == 0) or (end.last and every >= 0)
         if not (trainer.data.has_knn and trainer.rank == 0 and due):
             return
-        trainer.last_knn = trainer.knn(end.backbone)
+        joined: dict[int, float] = {}
+        trainer.last_knn = trainer.knn(end.backbone, patch_mean_out=joined)
+        trainer.last_knn_patch_mean = joined
         trainer.metrics.write({"step": end.done, "epoch": end.epoch - 1,
-                               **{f"knn_top1@{k}": v for k, v in trainer.last_knn.items()}})
+                               **{f"knn_top1@{k}": v for k, v in trainer.last_knn.items()},
+                               **{f"knn_top1_patch_mean@{k}": v for k, v in joined.items()}})
         trainer.say(f"epoch {end.epoch}/{trainer.config.train.epochs}: k-NN top-1 "
                     + ", ".join(f"{v:.1%} (k={k})" for k, v in trainer.last_knn.items()))
 

@@ -92,6 +92,7 @@ class TrainResult:
     exported: Path | None = None  # the backbone to use: EMA teacher, or EMA student when distilling
     knn_raw_pixels: dict[int, float] | None = None  # the same k-NN on the images' [0, 1] pixels
     knn_start: dict[int, float] | None = None  # of the model.pretrained weights (None: a random start)
+    knn_patch_mean: dict[int, float] | None = None  # the trained model's CLS and mean patch token (knn --patch-mean)
 
 
 def default_run_dir() -> Path:
@@ -203,6 +204,7 @@ class Trainer:
         self.callbacks = default_callbacks(self)
         self.nonfinite_streak = 0
         self.last_knn: dict[int, float] | None = None
+        self.last_knn_patch_mean: dict[int, float] | None = None  # of this process's last evaluation
 
     @property
     def multicrop(self) -> Any:
@@ -287,10 +289,11 @@ class Trainer:
         """Run iteration ``it`` on its micro-batches; returns the metrics record (``skipped`` set if no step)."""
         return self.step.run(it, micro_batches, self.on_loss)
 
-    def knn(self, backbone: nn.Module) -> dict[int, float]:
-        """Top-1 k-NN accuracy per k of ``backbone`` (train split as memory, held-out split as queries)."""
+    def knn(self, backbone: nn.Module, patch_mean_out: dict[int, float] | None = None) -> dict[int, float]:
+        """Top-1 k-NN accuracy per k of ``backbone``'s CLS (train split as memory, held-out split as queries);
+        ``patch_mean_out`` is filled with that of the CLS and mean patch token (:func:`knn_accuracy`)."""
         return knn_accuracy(backbone, self.data, self.config, self.device, self.precision,
-                            self.data_plan.eval_bad_files, preprocess=self.preprocess())
+                            self.data_plan.eval_bad_files, preprocess=self.preprocess(), patch_mean_out=patch_mean_out)
 
     def knn_random_init(self) -> dict[int, float]:
         """k-NN of the same architecture at its (seeded) random initialisation: the baseline to beat."""
@@ -503,7 +506,7 @@ class Trainer:
             _say(self.bad_file_report().summary())
         return TrainResult(run_dir=self.run_dir, iterations=done, epochs=done / self.iters_per_epoch,
                            loss=last_record.get("loss"), knn=self.last_knn, knn_random_init=knn_random,
-                           knn_raw_pixels=knn_raw, knn_start=knn_start,
+                           knn_raw_pixels=knn_raw, knn_start=knn_start, knn_patch_mean=self.last_knn_patch_mean,
                            stopped_by=stopped, wall_time=time.perf_counter() - t_start,
                            exported=self.run_dir / self.teacher_strategy.export_name)
 

@@ -47,3 +47,10 @@ def test_in_run_knn_equals_dinolab_knn_on_the_export(tmp_path):
     results = json.loads(out.read_text())["results"]
     for k in (10, 20):
         assert results[str(k)]["top1"] == in_run[f"knn_top1@{k}"], k
+    # the CLS and mean patch token side by side: the same figure as `dinolab knn --patch-mean`
+    joined = tmp_path / "knn_pm.json"
+    assert main(["knn", str(export), "--train", str(tmp_path / "train"), "--val", str(tmp_path / "val"),
+                 "--k", "10", "20", "--patch-mean", "--out", str(joined)]) == 0
+    results = json.loads(joined.read_text())["results"]
+    for k in (10, 20):
+        assert results[str(k)]["top1"] == in_run[f"knn_top1_patch_mean@{k}"], k

@@ -215,7 +215,7 @@ def test_knn_evaluates_the_student_ema(tiny, teacher_file, tmp_path):
     trainer = Trainer(_distill(tiny, teacher_file, "train.epochs=1", "eval.knn_every=1", "eval.knn_k=[3]"), tmp_path)
     seen = []
     knn = trainer.knn
-    trainer.knn = lambda backbone: seen.append(backbone) or knn(backbone)
+    trainer.knn = lambda backbone, **kw: seen.append(backbone) or knn(backbone, **kw)
     trainer.fit()
     assert seen and seen[0] is trainer.teacher_strategy.student_ema
 

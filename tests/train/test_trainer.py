@@ -82,7 +82,8 @@ def test_teacher_export_and_knn(tiny, tmp_path):
     assert model.forward_features(torch.zeros(1, 3, 16, 16))["patches"].shape == (1, 4, 32)
     assert set(result.knn) == {3} and 0 <= result.knn[3] <= 1 and set(result.knn_random_init) == {3}
     knn_records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "knn_top1@3" in r]
-    assert knn_records == [{"step": 3, "epoch": 0, "knn_top1@3": result.knn[3]}]
+    assert knn_records == [{"step": 3, "epoch": 0, "knn_top1@3": result.knn[3],
+                            "knn_top1_patch_mean@3": result.knn_patch_mean[3]}]
 
 
 def test_the_run_reports_raw_pixel_knn_next_to_random_init(tiny, tmp_path, capsys):
