@@ -129,16 +129,11 @@ def bad_files_report(where: str, bad: Sequence[tuple[str, str]], limit: int = 50
     return "\n".join(lines)
 
 
-def features(emb, patch_mean: bool = False, unit_parts: bool = False):
-    """CLS features, with the mean patch token appended when ``patch_mean``: ``(N, D')`` float32.
-
-    ``unit_parts``: each part L2-normalised before they are joined (:meth:`Embeddings.cls_with_patch_mean`).
-    """
+def features(emb, patch_mean: bool = False):
+    """CLS features, with the mean patch token appended when ``patch_mean``: ``(N, D')`` float32."""
     import numpy as np
 
-    if not patch_mean:
-        return emb.cls
-    return emb.cls_with_patch_mean() if unit_parts else np.concatenate([emb.cls, emb.patch_mean], axis=1)
+    return np.concatenate([emb.cls, emb.patch_mean], axis=1) if patch_mean else emb.cls
 
 
 def align_labels(reference, other, what: str, *, allow_missing: bool = False):

@@ -37,13 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..eval.knn import knn_classify
     from ..eval.metrics import classification_report
-    from ._evalio import SplitLoader, align_labels, check_out, check_save, features, pct, per_class_table, table, write_json
+    from ._evalio import SplitLoader, align_labels, check_out, check_save, pct, per_class_table, table, write_json
 
     check_out(args)
     check_save(args)
     splits = SplitLoader(args, "knn")
     train, val = (splits.load(name, patch_mean=args.patch_mean) for name in ("train", "val"))
-    xtr, xva = (features(e, args.patch_mean, unit_parts=True) for e in (train, val))
+    xtr, xva = (e.cls_with_patch_mean() if args.patch_mean else e.cls for e in (train, val))
     val_labels = align_labels(train, val, "--val")
     n_cls = len(train.classes) if train.classes else int(max(train.labels.max(), val_labels.max())) + 1
     res = knn_classify(xtr, train.labels, xva, val_labels, k=args.k, temperature=args.temperature,

@@ -180,7 +180,7 @@ class _MipAtlas:
         padded = [F.pad(lv, (m, m, m, m), mode="replicate") for lv in levels]
         height = max(padded[0].shape[-2], sum(p.shape[-2] for p in padded[1:]))
         width = padded[0].shape[-1] + padded[1].shape[-1]
-        # written region by region: zeroing the whole atlas first cost more than all the levels together
+        # each level is written into place; only the area no level covers is zeroed, not the whole atlas first
         canvas = x.new_empty(x.shape[0], x.shape[1], height, width)
         h0, w0 = padded[0].shape[-2:]
         canvas[..., :h0, :w0] = padded[0]
@@ -225,7 +225,8 @@ class _MipAtlas:
 
 
 def _half(x: Tensor) -> Tensor:
-    """2×2 box average of B×C×H×W (H, W even): ``F.avg_pool2d(x, 2)`` bit for bit, ~10x faster on a CPU."""
+    """2×2 box average of B×C×H×W (H, W even): ``F.avg_pool2d(x, 2)`` bit for bit, faster on a CPU
+    (7.1 against 0.7 ms on one 32×3×128×128 batch, one thread; less on the chunks the pipeline passes)."""
     return (x[..., 0::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 0::2] + x[..., 1::2, 1::2]).mul_(0.25)
 
 
